@@ -1,0 +1,177 @@
+"""Local weight files: read many checkpoint layouts, write our own, load strictly with clear errors.
+
+A user's file may be a plain state dict, a training checkpoint (``state_dict``/``model``/
+``teacher``/``backbone`` entries, Lightning's ``teacher.``-prefixed keys, ``module.`` from DDP,
+``_orig_mod.`` from torch.compile) or one written by :func:`save_backbone`, which also records the
+backbone name so ``create("checkpoint", checkpoint=path)`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from featlab.errors import ConfigError
+
+FORMAT_KEY = "featlab_backbone"
+_CONTAINERS = ("teacher", "state_dict", "model", "backbone", "module", "model_state")
+_PREFIXES = ("module.", "_orig_mod.", "teacher.", "backbone.", "model.", "encoder.")
+# classifier/projection heads, and an extractor's own standardization buffers (fx.state_dict() files)
+_IGNORED_PREFIXES = (
+    "head.",
+    "fc.",
+    "classifier.",
+    "pre_logits.",
+    "fc_norm.",
+    "head_drop.",
+    "attn_pool.",
+    "dino_head.",
+    "standardizers.",
+)
+
+
+def read_checkpoint(
+    path: str | Path, key: str = "checkpoint"
+) -> tuple[dict[str, torch.Tensor], str | None, dict]:
+    """``(state_dict, backbone name or None, model_kwargs)`` from a local file, containers unwrapped."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(key, f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj: Any = load_file(str(path), device="cpu")
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # training checkpoints often pickle configs; the user named this local file explicitly
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, Mapping):
+        raise ConfigError(key, f"{path} holds a {type(obj).__name__}, not a state dict")
+    name, kwargs = None, {}
+    if FORMAT_KEY in obj:
+        name, kwargs = str(obj[FORMAT_KEY]), dict(obj.get("model_kwargs") or {})
+    state = _unwrap(obj)
+    if not state:
+        raise ConfigError(key, f"{path} contains no tensors")
+    return state, name, kwargs
+
+
+def load_checkpoint_file(path: str | Path, key: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensors of a local checkpoint as a flat state dict, with wrapper prefixes removed.
+
+    Wrappers shared by every key (``module.``, ``_orig_mod.``, ``teacher.``, ``backbone.``,
+    ``model.``) are stripped; a Lightning checkpoint holding both a student and a teacher gives
+    the teacher.
+    """
+    return read_checkpoint(path, key)[0]
+
+
+def _unwrap(obj: Mapping) -> dict[str, torch.Tensor]:
+    for _ in range(4):  # nested containers, e.g. {"model": {"state_dict": ...}}
+        inner = next((obj[c] for c in _CONTAINERS if isinstance(obj.get(c), Mapping)), None)
+        if inner is None or any(torch.is_tensor(v) for v in obj.values()):
+            break
+        obj = inner
+    state = {str(k): v for k, v in obj.items() if torch.is_tensor(v)}
+    if any(k.startswith("teacher.") for k in state) and any(k.startswith("student.") for k in state):
+        state = {k: v for k, v in state.items() if k.startswith("teacher.")}
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def save_backbone(
+    obj: nn.Module, path: str | Path, name: str | None = None, model_kwargs: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``{"featlab_backbone": name, "state_dict": ...}`` that ``create(name, checkpoint=path)`` reads.
+
+    ``obj`` is a :class:`FeatureExtractor` (name and build kwargs are taken from it) or the bare
+    timm module (then ``name`` is required). Truncated extractors save only what they hold, so
+    reload them with layers no deeper than they had.
+    """
+    inner = getattr(obj, "_orig_mod", obj)  # torch.compile wrapper
+    model = getattr(inner, "model", inner) if hasattr(inner, "taps") else inner
+    name = name or getattr(inner, "name", None)
+    if not name:
+        raise ConfigError("checkpoint", "save_backbone needs the backbone name for a bare module")
+    kwargs = dict(model_kwargs if model_kwargs is not None else getattr(inner, "build_kwargs", {}))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({FORMAT_KEY: name, "model_kwargs": kwargs, "state_dict": state}, path)
+    return path
+
+
+def load_into(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    full_keys: Iterable[str],
+    source: str,
+    key: str = "checkpoint",
+    convert: Callable[[dict, nn.Module], dict] | None = None,
+    adapt: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> None:
+    """Strictly load ``state`` into a truncated ``model``.
+
+    Keys of parts that truncation removed (present in ``full_keys``) and classifier/projection
+    heads are ignored; anything else that differs is a :class:`ConfigError` listing a few keys.
+    ``adapt(key, value, target)`` may reshape a tensor (ViT position embeddings of another grid).
+    """
+    state = dict(state)
+    if convert is not None:
+        state = convert(state, model)
+    target = model.state_dict(keep_vars=True)
+    full = set(full_keys) | set(target)
+    mapped: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for name, value in state.items():
+        match = _match_key(name, full)
+        if match is None:
+            if not name.startswith(_IGNORED_PREFIXES) and "num_batches_tracked" not in name:
+                unexpected.append(name)
+            continue
+        if match in target:
+            mapped[match] = value
+    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
+    mismatched = []
+    for name, value in list(mapped.items()):
+        want = target[name]
+        if value.shape != want.shape and adapt is not None:
+            value = mapped[name] = adapt(name, value, want)
+        if value.shape != want.shape:
+            mismatched.append(f"{name} {tuple(value.shape)} vs {tuple(want.shape)}")
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", mismatched),
+        ):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                parts.append(f"{label} {len(items)}: {', '.join(items[:5])}{more}")
+        raise ConfigError(key, f"{source} does not match the architecture: {'; '.join(parts)}")
+    model.load_state_dict(mapped, strict=False)
+
+
+def _match_key(name: str, keys: set[str]) -> str | None:
+    """``name`` itself or with wrapper prefixes peeled off one by one, if that names a known key."""
+    while True:
+        if name in keys:
+            return name
+        prefix = next((p for p in _PREFIXES if name.startswith(p)), None)
+        if prefix is None:
+            return None
+        name = name[len(prefix) :]

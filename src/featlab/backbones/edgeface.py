@@ -1,0 +1,304 @@
+"""EdgeFace (George et al., T-BIOM 2024): the face recogniser the DSR task measures identity with.
+
+EdgeFace is timm's EdgeNeXt with a 512-d classifier head used as the embedding, trained with a
+margin loss on aligned 112x112 faces normalised to [-1, 1] (mean = std = 0.5). The "gamma"
+variants replace every ``nn.Linear`` (the head's ``fc`` included: the published code skips only a
+linear layer whose own attribute name contains "head") by a low-rank pair ``linear2(linear1(x))``
+of rank ``max(2, int(gamma * min(in, out)))``. Modules are named like the published
+``TimmFRWrapperV2`` (the EdgeNeXt under ``.model``), so the released state dicts
+(``model.stem.0.weight`` ... ``model.head.fc.linear2.bias``) load without renaming.
+
+The embedding is *not* L2-normalised by the network: cosine similarity needs an explicit
+normalisation, which :func:`featlab.metrics.identification.l2_normalize` provides.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featlab.backbones.checkpoints import read_checkpoint
+from featlab.backbones.factory import create
+from featlab.backbones.registry import register_backbone
+from featlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_DIM = 512
+INPUT_SIZE = 112
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+CHECKPOINT_SOURCES = ("https://github.com/otroshi/edgeface (checkpoints/*.pt) or the Hugging Face hub "
+                      "(Idiap/EdgeFace-*)")
+
+
+@dataclass(frozen=True)
+class EdgeFaceSpec:
+    """Which timm EdgeNeXt a published EdgeFace name is built from, and its low-rank ratio."""
+
+    arch: str
+    gamma: float | None = None
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+EDGEFACE_VARIANTS: dict[str, EdgeFaceSpec] = {
+    "edgeface_xs_gamma_06": EdgeFaceSpec("edgenext_x_small", 0.6),
+    "edgeface_s_gamma_05": EdgeFaceSpec("edgenext_small", 0.5),
+    "edgeface_xxs": EdgeFaceSpec("edgenext_xx_small"),
+    "edgeface_base": EdgeFaceSpec("edgenext_base"),
+    # Same structure at a size that runs in milliseconds on a CPU: unit and pipeline tests only.
+    "edgeface_tiny_test": EdgeFaceSpec(
+        "edgenext_xx_small", 0.5, {"depths": (1, 1, 1, 1), "dims": (16, 24, 32, 48), "heads": (2, 2, 2, 2)}
+    ),
+}
+
+
+def low_rank(in_features: int, out_features: int, gamma: float) -> int:
+    """EdgeFace's rank rule; the floor of 2 keeps tiny layers from collapsing to rank 1."""
+    return max(2, int(min(in_features, out_features) * gamma))
+
+
+class LowRankLinear(nn.Module):
+    """``W x + b`` with ``W`` factored as ``W2 @ W1`` (EdgeFace's LoRaLin; same attribute names)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.linear1 = nn.Linear(in_features, rank, bias=False)
+        self.linear2 = nn.Linear(rank, out_features, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.linear1(x))
+
+
+def make_low_rank(module: nn.Module, gamma: float) -> nn.Module:
+    """Swap linear layers for :class:`LowRankLinear` in place, following the published rule exactly.
+
+    A linear child is kept only when its attribute name contains "head"; containers named
+    ``head`` are still descended into, which is why ``head.fc`` ends up low-rank too.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear) and "head" not in name:
+            rank = low_rank(child.in_features, child.out_features, gamma)
+            setattr(module, name, LowRankLinear(child.in_features, child.out_features, rank, child.bias is not None))
+        else:
+            make_low_rank(child, gamma)
+    return module
+
+
+class EdgeFaceNet(nn.Module):
+    """An EdgeFace network: ``(B, 3, 112, 112)`` normalised to [-1, 1] -> ``(B, 512)`` raw embedding."""
+
+    def __init__(self, name: str, **timm_kwargs: Any) -> None:
+        super().__init__()
+        if name not in EDGEFACE_VARIANTS:
+            raise ConfigError("backbone", f"unknown EdgeFace variant '{name}'. Valid: {', '.join(EDGEFACE_VARIANTS)}")
+        spec = EDGEFACE_VARIANTS[name]
+        self.name = name
+        self.model = timm.create_model(spec.arch, pretrained=False, num_classes=EMBEDDING_DIM,
+                                       **{**spec.arch_kwargs, **timm_kwargs})
+        if spec.gamma is not None:
+            make_low_rank(self.model, spec.gamma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final ``(B, C, h, w)`` map before pooling: spatial features for perceptual-style losses."""
+        return self.model.forward_features(x)
+
+
+# -- the shared backbone layer ----------------------------------------------------------------------
+class EmbeddingHead(nn.Module):
+    """EdgeNeXt's head LayerNorm followed by the 512-d embedding layer, applied per position.
+
+    Putting ``fc`` behind the norm lets the ConvNeXt-style tap plan of the shared layer (pool =
+    ``head.norm(mean(stages.3))``) return the EdgeFace embedding itself as ``pool``, and ``last``
+    the same projection at every position of the final stage.
+    """
+
+    def __init__(self, norm: nn.Module, fc: nn.Module) -> None:
+        super().__init__()
+        self.norm, self.fc = norm, fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def build_tappable(variant: str, num_classes: int = 0, **timm_kwargs: Any) -> nn.Module:
+    """EdgeFace in the layout the ``convnext`` tap plan reads; ``num_classes`` is ignored (always 512)."""
+    model = EdgeFaceNet(variant, **timm_kwargs).model
+    model.head.norm = EmbeddingHead(model.head.norm, model.head.fc)
+    model.head.fc = nn.Identity()
+    model.num_features = EMBEDDING_DIM
+    return model
+
+
+def convert_published_state_dict(state: dict, model: nn.Module) -> dict:
+    """Published head keys (``head.norm.*``, ``head.fc.*``) -> this layout's ``head.norm.{norm,fc}.*``."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("head.fc."):
+            key = "head.norm.fc." + key.removeprefix("head.fc.")
+        elif key.startswith("head.norm.") and not key.startswith(("head.norm.norm.", "head.norm.fc.")):
+            key = "head.norm.norm." + key.removeprefix("head.norm.")
+        out[key] = value
+    return out
+
+
+class CheckpointRequired:
+    """``weights_file`` for EdgeFace: there is no hub download, so ``pretrained=true`` needs a local file."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, config_key: str) -> str:
+        raise missing_checkpoint_error(f"{config_key}.checkpoint", self.name, None)
+
+
+def missing_checkpoint_error(key: str, name: str, path: str | Path | None) -> ConfigError:
+    where = f"no file at '{path}'" if path else "no checkpoint given"
+    return ConfigError(
+        key,
+        f"EdgeFace '{name}' needs its published weights ({where}): download {name}.pt from "
+        f"{CHECKPOINT_SOURCES} and set {key}=/path/to/{name}.pt; pretrained=false runs with a "
+        "randomly initialised EdgeFace for pipeline checks only",
+    )
+
+
+for _name, _spec in EDGEFACE_VARIANTS.items():
+    _test = _name.endswith("_test")
+    register_backbone(
+        _name, "convnext", partial(build_tappable, _name), input_size=INPUT_SIZE, mean=MEAN, std=STD,
+        weights_file=None if _test else CheckpointRequired(_name), convert_state_dict=convert_published_state_dict,
+        test_only=_test,
+        description=f"EdgeFace on timm {_spec.arch}" + (f", low-rank gamma={_spec.gamma}" if _spec.gamma else "")
+        + "; pool = 512-d embedding (not L2-normalised); weights from a local checkpoint only",
+    )
+
+
+# -- TorchScript files -------------------------------------------------------------------------------
+def is_torchscript_file(path: str | Path) -> bool:
+    """TorchScript archives hold a ``code/`` folder; ``torch.save`` archives never do."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def is_quantized_torchscript(path: str | Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name and name.endswith(".py") and b"quantized" in archive.read(name)
+                   for name in archive.namelist())
+
+
+class ScriptedEdgeFace(nn.Module):
+    """A TorchScript EdgeFace (e.g. the quantised ``edgeface_xxs_q.pt``): normalised 112 px in, 512-d out.
+
+    Dynamically quantised linear layers run only on the CPU and have no autograd, so such a model
+    stays on the CPU (inputs go there, embeddings come back) and serves evaluation, not an
+    identity loss that must send gradients into the DSR network.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.scripted = torch.jit.load(str(path), map_location="cpu")
+        self.quantized = is_quantized_torchscript(path)
+
+    def _apply(self, fn, recurse: bool = True):
+        if self.quantized:  # packed int8 weights must not move to an accelerator
+            return self
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return self.scripted(x)
+        return self.scripted(x.float().cpu()).to(x.device)
+
+
+# -- what the identity loss and the recognition evaluation use ---------------------------------------
+class EdgeFaceEmbedder(nn.Module):
+    """Frozen EdgeFace: RGB in [0, 1] of any size -> raw ``(B, 512)`` embeddings (normalise before cosine).
+
+    A state-dict checkpoint (or none, with ``pretrained=false``) goes through the shared
+    :func:`featlab.backbones.create`; a TorchScript file is loaded as is. Either way resizing to
+    112 px and the [-1, 1] normalisation happen here, and gradients reach the input only.
+    """
+
+    def __init__(self, name: str = "edgeface_xs_gamma_06", checkpoint: str | None = None,
+                 pretrained: bool = True, config_key: str = "backbone", name_key: str | None = None) -> None:
+        super().__init__()
+        name_key = name_key or f"{config_key}.name"
+        if name not in EDGEFACE_VARIANTS:
+            raise ConfigError(name_key,
+                              f"unknown EdgeFace variant '{name}'. Valid: {', '.join(EDGEFACE_VARIANTS)}")
+        self.name = name
+        self.extractor: nn.Module | None = None
+        self.scripted: ScriptedEdgeFace | None = None
+        if checkpoint and not Path(checkpoint).expanduser().is_file():
+            raise missing_checkpoint_error(f"{config_key}.checkpoint", name, checkpoint)
+        if checkpoint and is_torchscript_file(Path(checkpoint).expanduser()):
+            self.scripted = ScriptedEdgeFace(Path(checkpoint).expanduser())
+        else:
+            self.extractor = _create_with_hint(name, checkpoint, pretrained, config_key, name_key)
+            if checkpoint is None and not pretrained:
+                log.warning("EdgeFace '%s' is randomly initialised (pretrained=false): identity numbers are "
+                            "pipeline checks, not recognition results", name)
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.train(False)
+
+    @property
+    def quantized(self) -> bool:
+        return self.scripted is not None and self.scripted.quantized
+
+    def train(self, mode: bool = True) -> EdgeFaceEmbedder:
+        """Always eval mode: the recogniser is a fixed measuring instrument."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.extractor is not None:
+            return self.extractor.global_features(x)
+        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True, align_corners=False)
+        return self.scripted((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+
+def _create_with_hint(name: str, checkpoint: str | None, pretrained: bool, config_key: str,
+                      name_key: str) -> nn.Module:
+    """``create(name, layers=[pool])``; a checkpoint of another variant gets told which one it is."""
+    try:
+        return create(name, layers=["pool"], pretrained=pretrained, checkpoint=checkpoint, config_key=config_key,
+                      name_key=name_key)
+    except ConfigError as err:
+        guess = matching_variant(checkpoint) if checkpoint else None
+        if guess is None or guess == name:
+            raise
+        raise ConfigError(None, f"{err}; the file matches '{guess}': set {name_key}={guess}") from None
+
+
+def matching_variant(checkpoint: str | Path) -> str | None:
+    """The variant whose keys and shapes equal the checkpoint's (error path only: builds each variant)."""
+    try:
+        state = read_checkpoint(checkpoint)[0]
+    except ConfigError:
+        return None
+    for variant in EDGEFACE_VARIANTS:
+        model = build_tappable(variant)
+        expected = model.state_dict()
+        converted = convert_published_state_dict(state, model)
+        if set(converted) == set(expected) and all(converted[k].shape == v.shape for k, v in expected.items()):
+            return variant
+    return None

@@ -1,0 +1,89 @@
+"""Feature normalisation applied to each extracted layer: ``none | layernorm | standardize``.
+
+Raw feature scales differ by almost an order of magnitude between backbones (the slot study), so
+losses and decoders that compare backbones need a common scale. ``layernorm`` is parameter-free
+and per position; ``standardize`` uses per-channel statistics estimated from data, accumulated as
+sums and counts so that DDP ranks can all-reduce them before they are frozen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+FEATURE_NORMS = ("none", "layernorm", "standardize")
+
+
+def layer_norm_channels(feature: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Parameter-free LayerNorm over channels at every position of ``(B, C, ...)`` features."""
+    if feature.dim() == 2:
+        return F.layer_norm(feature, feature.shape[1:], eps=eps)
+    moved = feature.movedim(1, -1)
+    return F.layer_norm(moved, moved.shape[-1:], eps=eps).movedim(-1, 1)
+
+
+class ChannelStandardizer(nn.Module):
+    """Per-channel mean/std for one layer: accumulate, freeze once, then standardise.
+
+    Sums are float64 buffers so long accumulations stay exact enough; after :meth:`freeze` the
+    float32 ``mean``/``std`` buffers are used and never change again (they travel in state dicts).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("sum", torch.zeros(channels, dtype=torch.float64))
+        self.register_buffer("sumsq", torch.zeros(channels, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+        self.register_buffer("frozen_flag", torch.zeros((), dtype=torch.bool))
+        self.frozen = False
+
+    @torch.no_grad()
+    def update(self, feature: torch.Tensor) -> None:
+        if self.frozen:
+            raise RuntimeError("standardization statistics are frozen; they never change once frozen")
+        values = feature.detach().to(torch.float64)
+        dims = (0,) if values.dim() == 2 else (0, *range(2, values.dim()))
+        self.count += values.numel() / values.shape[1]
+        self.sum += values.sum(dim=dims)
+        self.sumsq += values.square().sum(dim=dims)
+
+    @torch.no_grad()
+    def freeze(self, sync: bool = True) -> None:
+        """Turn sums into mean/std (all-reduced over DDP ranks first when ``sync``) and lock them."""
+        if self.frozen:
+            return
+        if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for buffer in (self.count, self.sum, self.sumsq):
+                dist.all_reduce(buffer)
+        if float(self.count) <= 0:
+            raise RuntimeError("no statistics were accumulated before freeze")
+        mean = self.sum / self.count
+        var = (self.sumsq / self.count - mean.square()).clamp_min(0.0)
+        self.mean.copy_(mean)
+        self.std.copy_((var + self.eps).sqrt())
+        self.frozen_flag.fill_(True)
+        self.frozen = True
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (feature.dim() - 2)
+        mean = self.mean.to(feature.dtype).view(shape)
+        std = self.std.to(feature.dtype).view(shape)
+        return (feature - mean) / std
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.frozen = bool(self.frozen_flag)
+
+
+def buffer_key(layer: str) -> str:
+    """ModuleDict keys cannot contain dots (``stages.0``)."""
+    return layer.replace(".", "_")

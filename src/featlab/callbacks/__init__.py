@@ -1,0 +1,1 @@
+"""Lightning callbacks every task shares: results, throughput, NaN guard, image grids, resume."""

@@ -1,0 +1,103 @@
+"""``results.json`` per run: the single file the report tool and sweep comparisons read."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from featlab.callbacks.throughput import ThroughputMonitor
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree, with ``+dirty`` when it has local changes."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _plain_number(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class ResultsWriter(L.Callback):
+    """Collects final metrics after fit and test and writes them with the config and speed.
+
+    The file is rewritten after each stage, so a run that dies in testing still leaves its training
+    results, and a run that raises leaves ``status: failed`` with the error.
+    """
+
+    def __init__(self, run_dir: str | Path, config: dict | None = None, filename: str = "results.json") -> None:
+        self.path = Path(run_dir) / filename
+        self.config = config or {}
+        self.metrics: dict[str, Any] = {}
+        self.status = "running"
+        self.error: str | None = None
+        self.started = time.time()
+
+    def _collect(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for key, value in trainer.callback_metrics.items():
+            self.metrics[key] = _plain_number(value)
+        extra = getattr(pl_module, "extra_results", None)
+        if callable(extra):
+            self.metrics.update({k: _plain_number(v) for k, v in extra().items()})
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.status = "finished"
+        self._collect(trainer, pl_module)
+        self.write(trainer, pl_module)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self.status = "finished"
+        self._collect(trainer, pl_module)
+        self.write(trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self.error = f"{type(exception).__name__}: {exception}"
+        self.write(trainer, pl_module)
+
+    def write(self, trainer: L.Trainer | None = None, pl_module: L.LightningModule | None = None) -> dict:
+        """Write (rank 0 only) and return the results dict."""
+        speed: dict[str, float] = {}
+        if trainer is not None:
+            for cb in trainer.callbacks:  # type: ignore[attr-defined]
+                if isinstance(cb, ThroughputMonitor):
+                    speed = dict(cb.summary)
+        best = None
+        if trainer is not None and trainer.checkpoint_callback is not None:
+            ckpt = trainer.checkpoint_callback
+            best = {"path": getattr(ckpt, "best_model_path", None) or None,
+                    "score": _plain_number(getattr(ckpt, "best_model_score", None))}
+        results = {
+            "status": self.status,
+            "error": self.error,
+            "metrics": dict(sorted(self.metrics.items())),
+            "speed": speed,
+            "best_checkpoint": best,
+            "epochs": trainer.current_epoch if trainer is not None else None,
+            "global_step": trainer.global_step if trainer is not None else None,
+            "wall_time_s": round(time.time() - self.started, 3),
+            "git_commit": git_commit(),
+            "config": self.config,
+        }
+        if trainer is None or trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(results, indent=2, default=str))
+        return results

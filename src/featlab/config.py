@@ -1,0 +1,31 @@
+"""Composing the Hydra config tree outside ``@hydra.main`` (tests, eval, tools)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from featlab.errors import ConfigError
+
+
+def config_dir() -> Path:
+    """The ``conf/`` tree: ``$FEATLAB_CONF`` if set, else the one beside the source checkout."""
+    env = os.environ.get("FEATLAB_CONF")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "train.yaml").exists():
+        raise ConfigError("FEATLAB_CONF", f"no Hydra config tree (train.yaml) at '{path}'")
+    return path
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "train",
+            return_hydra_config: bool = False) -> DictConfig:
+    """Compose ``config_name`` with command-line style overrides, as ``train.py`` would."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []),
+                             return_hydra_config=return_hydra_config)

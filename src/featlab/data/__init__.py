@@ -1,0 +1,1 @@
+"""DataModules, datasets, degradations and the embedded sample data every experiment can run on."""

@@ -1,0 +1,129 @@
+"""PSNR and SSIM the way SR papers report them, so our numbers compare with published tables.
+
+The protocol (MATLAB's, as reproduced by BasicSR): quantise the output to 8 bits, convert to the
+BT.601 luma channel Y in [16, 235], drop ``crop_border`` pixels (usually the scale) on every side,
+and measure on the [0, 255] scale; SSIM uses an 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
+K2 = 0.03, over the valid region only. Values are per image, ``(B,)``, because benchmark scores
+are means over images, not over pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+# ITU-R BT.601 luma for RGB in [0, 1], giving Y in [16, 235] (MATLAB rgb2ycbcr).
+Y_WEIGHTS = (65.481, 128.553, 24.966)
+Y_OFFSET = 16.0
+PEAK = 255.0
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+MSE_FLOOR = 1e-10  # keeps PSNR of identical images finite (~148 dB) so means stay finite
+
+
+def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    """RGB ``(B, 3, H, W)`` in [0, 1] -> luma ``(B, 1, H, W)`` in [16/255, 235/255]."""
+    weights = torch.tensor(Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return ((x * weights).sum(dim=1, keepdim=True) + Y_OFFSET) / PEAK
+
+
+def _prepare(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, data_range: float,
+             quantize: bool, y_channel: bool, min_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both images on the [0, 255] float64 scale, optionally 8-bit, Y-only and border-cropped."""
+    if sr.shape != hr.shape or sr.ndim != 4 or sr.shape[1] != 3:
+        raise ValueError(f"SR metrics need two (B, 3, H, W) images of one shape, got {tuple(sr.shape)} "
+                         f"and {tuple(hr.shape)}")
+    prepared = []
+    for image in (sr, hr):
+        x = image.detach().to(torch.float64) / data_range
+        if quantize:
+            x = x.clamp(0.0, 1.0).mul(PEAK).round().div(PEAK)
+        if y_channel:
+            x = rgb_to_y(x)
+        x = x * PEAK
+        if crop_border > 0:
+            x = x[..., crop_border:-crop_border, crop_border:-crop_border]
+        prepared.append(x)
+    h, w = prepared[0].shape[-2:]
+    if min(h, w) < min_size:
+        raise ValueError(f"images of {tuple(sr.shape[-2:])} leave {h}x{w} pixels after crop_border={crop_border}; "
+                         f"at least {min_size}x{min_size} are needed")
+    return prepared[0], prepared[1]
+
+
+def psnr(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range: float = 1.0,
+         quantize: bool = True, y_channel: bool = True) -> torch.Tensor:
+    """Per-image PSNR in dB, ``(B,)``; ``y_channel=False`` measures all RGB channels (restoration)."""
+    a, b = _prepare(sr, hr, crop_border, data_range, quantize, y_channel)
+    mse = (a - b).pow(2).mean(dim=(1, 2, 3)).clamp_min(MSE_FLOOR)
+    return (10.0 * torch.log10(PEAK**2 / mse)).float()
+
+
+def _gaussian_window(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    coords = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - SSIM_WINDOW // 2
+    g = torch.exp(-coords.pow(2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    return torch.outer(g, g).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW).contiguous()
+
+
+def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range: float = 1.0,
+         quantize: bool = True, y_channel: bool = True) -> torch.Tensor:
+    """Per-image SSIM, ``(B,)``: the mean of the SSIM map over the valid (unpadded) region."""
+    a, b = _prepare(sr, hr, crop_border, data_range, quantize, y_channel, min_size=SSIM_WINDOW)
+    channels = a.shape[1]
+    window = _gaussian_window(channels, a.dtype, a.device)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, window, groups=channels)
+
+    c1, c2 = (SSIM_K1 * PEAK) ** 2, (SSIM_K2 * PEAK) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a.pow(2)
+    var_b = blur(b * b) - mu_b.pow(2)
+    cov = blur(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a.pow(2) + mu_b.pow(2) + c1) * (var_a + var_b + c2))
+    return ssim_map.mean(dim=(1, 2, 3)).float()
+
+
+def psnr_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range: float = 1.0,
+           quantize: bool = True) -> torch.Tensor:
+    """PSNR on the Y channel (the SR benchmark number), per image ``(B,)``."""
+    return psnr(sr, hr, crop_border, data_range, quantize, y_channel=True)
+
+
+def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range: float = 1.0,
+           quantize: bool = True) -> torch.Tensor:
+    """SSIM on the Y channel (the SR benchmark number), per image ``(B,)``."""
+    return ssim(sr, hr, crop_border, data_range, quantize, y_channel=True)
+
+
+class SRMetrics(Metric):
+    """Mean per-image PSNR and SSIM over a benchmark; sums and counts reduce by sum across ranks.
+
+    Keep one instance per benchmark (e.g. in a ``ModuleDict``) so Set5 and Set14 never mix.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    is_differentiable = False
+
+    def __init__(self, crop_border: int = 0, y_channel: bool = True, quantize: bool = True,
+                 data_range: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.crop_border = crop_border
+        self.y_channel = y_channel
+        self.quantize = quantize
+        self.data_range = data_range
+        for name in ("psnr_sum", "ssim_sum", "count"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, sr: torch.Tensor, hr: torch.Tensor) -> None:
+        options = dict(crop_border=self.crop_border, data_range=self.data_range, quantize=self.quantize,
+                       y_channel=self.y_channel)
+        self.psnr_sum += psnr(sr, hr, **options).double().sum()
+        self.ssim_sum += ssim(sr, hr, **options).double().sum()
+        self.count += sr.shape[0]
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        # 0 / 0 gives NaN: an empty benchmark shows up as NaN instead of a plausible-looking 0.
+        return {"psnr": (self.psnr_sum / self.count).float(), "ssim": (self.ssim_sum / self.count).float()}

@@ -1,0 +1,114 @@
+"""What every featlab LightningModule shares: optimiser/schedule wiring, loss logging, previews.
+
+Tasks receive plain config dicts (Hydra instantiates them with ``_recursive_=False``) so that
+``save_hyperparameters`` records exactly what rebuilds the model, and tools can reload a network
+from a checkpoint without the frozen loss backbones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from featlab.optim import build_lr_lambda, build_optimizer
+
+
+def to_plain(cfg: Any) -> Any:
+    """Resolved plain containers: hyper-parameters must pickle and log without OmegaConf."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def build(cfg: Mapping | None, **kwargs: Any) -> Any:
+    """Instantiate a ``_target_`` config (``None`` stays ``None``)."""
+    if cfg is None:
+        return None
+    return instantiate(OmegaConf.create(to_plain(cfg)), **kwargs)
+
+
+class FeatlabTask(L.LightningModule):
+    """Base LightningModule.
+
+    Subclasses call ``super().__init__(optim=..., scheduler=...)``, build their modules, and put
+    the current loss terms into ``self.loss_terms`` each step so the NaN guard can name the culprit.
+    """
+
+    def __init__(
+        self,
+        optim: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        channels_last: bool = False,
+        monitor: Mapping | None = None,
+    ) -> None:
+        super().__init__()
+        self.optim_cfg = dict(to_plain(optim) or {"name": "adamw", "lr": 1e-4})
+        self.scheduler_cfg = dict(to_plain(scheduler) or {"kind": "constant"})
+        self.use_channels_last = channels_last
+        self.monitor_cfg = dict(to_plain(monitor) or {})
+        self.loss_terms: dict[str, torch.Tensor] = {}
+        self.run_config: dict | None = None  # the full resolved run config, set by featlab.train
+
+    # -- optimisation -------------------------------------------------------------------------
+    def optimizer_parameters(self):
+        """Named trainable parameters; frozen backbones have ``requires_grad=False`` and drop out."""
+        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+    def configure_optimizers(self):
+        opt_cfg = dict(self.optim_cfg)
+        optimizer = build_optimizer(self.optimizer_parameters(), **opt_cfg)
+        sched = dict(self.scheduler_cfg)
+        kind = sched.pop("kind", "constant")
+        if kind == "constant":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        warmup = int(sched.pop("warmup_steps", 0) or 0) + int(sched.pop("warmup_epochs", 0) or 0) * steps_per_epoch
+        milestones = [int(m * total) if m < 1 else int(m) for m in sched.pop("milestones", [])]
+        factor = build_lr_lambda(kind, total, warmup, milestones=milestones, **sched)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- logging ------------------------------------------------------------------------------
+    def log_loss_terms(self, stage: str, total: torch.Tensor, terms: Mapping[str, torch.Tensor],
+                       batch_size: int) -> None:
+        """Log the total and each weighted term; keep detached copies for the NaN guard."""
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", total, prog_bar=True, on_step=on_step, on_epoch=True,
+                 batch_size=batch_size, sync_dist=not on_step)
+        for name, value in terms.items():
+            self.log(f"{stage}/loss_{name}", value, on_step=on_step, on_epoch=True,
+                     batch_size=batch_size, sync_dist=not on_step)
+        if stage == "train":
+            self.loss_terms = {"total": total.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+    def preview(self, batch: Any) -> torch.Tensor | None:
+        """A (3, H, W) image in [0, 1] summarising the batch (image grids); None if the task has none."""
+        return None
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint["featlab_config"] = self.run_config
+
+    # -- benchmarking -------------------------------------------------------------------------
+    def synthetic_batch(self, batch_size: int, device: torch.device, **kwargs: Any) -> Any:
+        """A random batch shaped like the training batches, for the bench tool."""
+        raise NotImplementedError(f"{type(self).__name__} does not define synthetic_batch for the bench tool")
+
+    def bench_step(self, batch: Any, optimizer: torch.optim.Optimizer, step: int) -> torch.Tensor:
+        """One full training step outside the Trainer: forward, loss, backward, clipping, update.
+
+        Tasks with extra per-step work (DINO's EMA teacher and schedules) override this so the
+        benchmark measures everything a real step does.
+        """
+        loss = self.training_step(batch, step)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()

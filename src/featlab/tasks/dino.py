@@ -1,0 +1,273 @@
+"""DINO: self-distillation with no labels (Caron et al., 2021).
+
+Method: a student (backbone + projection head) sees all crops of an image, 2 global and N local;
+a teacher of the same architecture sees only the global crops. The student is trained to match
+the teacher's centred, sharpened prototype distribution of every *other* view (``DINOLoss``);
+the teacher is never trained: it is an exponential moving average of the student, its momentum
+following a cosine from 0.996 to 1. Learning rate (linear warmup, then cosine; scaled by
+global batch / 256) and weight decay (cosine 0.04 -> 0.4, only on weights) change every step;
+gradients are clipped per parameter; the head's last layer is frozen for the first epoch(s).
+Evaluation is a kNN classifier on the teacher backbone's features (``callbacks/knn.py``); the
+teacher backbone is exported so any other task can load it through ``featlab.backbones.create``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from featlab.backbones import FeatureExtractor, save_backbone
+from featlab.data.multicrop import MultiCrop, to_float_crops
+from featlab.errors import ConfigError, require
+from featlab.losses.dino import DINOLoss, collapse_flag
+from featlab.nets.dino_model import DINOModel, clip_grad_per_parameter_, ema_update_
+from featlab.optim import cosine_value
+from featlab.tasks.base import FeatlabTask, build, to_plain
+
+log = logging.getLogger(__name__)
+
+BENCH_INPUTS = ("images", "crops")
+
+
+class DINOTask(FeatlabTask):
+    def __init__(
+        self,
+        net: Mapping,
+        loss: Mapping,
+        multicrop: Mapping,
+        optim: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        channels_last: bool = False,
+        monitor: Mapping | None = None,
+        momentum_teacher: float = 0.996,
+        momentum_teacher_end: float = 1.0,
+        weight_decay_end: float = 0.4,
+        clip_grad: float = 3.0,
+        freeze_last_layer: int = 1,
+        lr_reference_batch: int = 256,
+        collapse_margin: float = 0.05,
+        export_teacher: bool = True,
+        bench_input: str = "crops",
+    ) -> None:
+        super().__init__(optim=optim, scheduler=scheduler, channels_last=channels_last, monitor=monitor)
+        self.save_hyperparameters()
+        require(0.0 <= momentum_teacher <= momentum_teacher_end <= 1.0, "task.momentum_teacher",
+                f"need 0 <= momentum_teacher ({momentum_teacher}) <= momentum_teacher_end ({momentum_teacher_end}) <= 1")
+        require(bench_input in BENCH_INPUTS, "task.bench_input", f"must be one of {BENCH_INPUTS}, got {bench_input!r}")
+        self.multicrop = MultiCrop(**to_plain(multicrop))
+        self.student: DINOModel = build(net, channels_last=channels_last)
+        # the teacher starts as an exact copy; no drop-path (it only ever provides targets)
+        self.teacher: DINOModel = build(net, channels_last=channels_last, drop_path_rate=0.0)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self._check_crops_fit_backbone()
+        loss_cfg = dict(to_plain(loss))
+        out_dim = self.student.head.out_dim
+        require(loss_cfg.pop("out_dim", out_dim) == out_dim, "loss.out_dim",
+                f"must equal net.out_dim ({out_dim}); leave it unset, the task fills it in")
+        self.loss: DINOLoss = build(loss_cfg, out_dim=out_dim, ncrops=self.multicrop.ncrops)
+        self.base_optim_cfg = dict(self.optim_cfg)
+        self.base_scheduler_cfg = dict(self.scheduler_cfg)
+        self.momentum_teacher = momentum_teacher
+        self.momentum_teacher_end = momentum_teacher_end
+        self.weight_decay_start = float(self.optim_cfg.get("weight_decay", 0.04))
+        self.weight_decay_end = weight_decay_end
+        self.clip_grad = clip_grad
+        self.freeze_last_layer = freeze_last_layer
+        self.lr_reference_batch = lr_reference_batch
+        self.collapse_margin = collapse_margin
+        self.export_teacher = export_teacher
+        self.bench_input = bench_input
+        self.exported_path: Path | None = None
+        self._bench_progress: tuple[int, int, float] | None = None
+
+    def _check_crops_fit_backbone(self) -> None:
+        patch = self.student.backbone.patch_size
+        for key, size in (("global_crops_size", self.multicrop.global_view.size),
+                          ("local_crops_size", self.multicrop.local_view.size)):
+            if patch and size % patch:
+                raise ConfigError(f"data.multicrop.{key}",
+                                  f"{size} px is not a multiple of {self.student.backbone.name}'s patch size {patch}")
+
+    # -- the method -------------------------------------------------------------------------------
+    def crops_of(self, batch: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Float crops on the device: made here from uint8 images (GPU path) or converted (CPU path).
+
+        The GPU multi-crop runs outside autocast so the augmentation itself stays in fp32.
+        """
+        if "images" in batch:
+            with torch.autocast(self.device.type, enabled=False):
+                return self.multicrop(batch["images"])
+        return to_float_crops(batch["crops"])
+
+    def dino_step(self, crops: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Student on all crops, teacher (no grad) on the two global crops, loss over other-view pairs."""
+        n_global = self.multicrop.global_view.count
+        with torch.no_grad():
+            teacher_out = self.teacher(crops[:n_global])
+        student_out = self.student(crops)
+        step, _, steps_per_epoch = self.schedule_position()
+        loss, stats = self.loss(student_out, teacher_out, progress_epochs=step / steps_per_epoch)
+        stats["collapse_warning"] = collapse_flag(stats["teacher_entropy_ratio"], self.collapse_margin)
+        return loss, stats
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        crops = self.crops_of(batch)
+        loss, stats = self.dino_step(crops)
+        batch_size = crops[0].shape[0]
+        self.log_loss_terms("train", loss, {}, batch_size=batch_size)
+        for name, value in stats.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train/momentum", self.teacher_momentum(), on_step=True, on_epoch=False, batch_size=batch_size)
+        return loss
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Nothing per batch: the test number is the kNN accuracy ``KNNEval.on_test_epoch_end`` logs."""
+        return None
+
+    # -- schedules (per optimiser step) ------------------------------------------------------------
+    def schedule_position(self) -> tuple[int, int, float]:
+        """``(step, total_steps, steps_per_epoch)`` from the trainer, or from ``bench_step`` outside one."""
+        if self._bench_progress is not None:
+            return self._bench_progress
+        trainer = self._trainer
+        if trainer is None:
+            return 0, 1, 1.0
+        total = max(1, int(trainer.estimated_stepping_batches))
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        return int(trainer.global_step), total, max(1.0, total / epochs)
+
+    def teacher_momentum(self) -> float:
+        step, total, _ = self.schedule_position()
+        return cosine_value(step, total, self.momentum_teacher, self.momentum_teacher_end)
+
+    def weight_decay_now(self) -> float:
+        step, total, _ = self.schedule_position()
+        return cosine_value(step, total, self.weight_decay_start, self.weight_decay_end)
+
+    def apply_weight_decay(self, optimizer: torch.optim.Optimizer) -> None:
+        """Cosine weight decay on the ``apply_wd`` groups only (biases and norms stay at 0)."""
+        wd = self.weight_decay_now()
+        for group in optimizer.param_groups:
+            if group.get("apply_wd"):
+                group["weight_decay"] = wd
+
+    def scaled_lr(self) -> float:
+        """DINO's linear scaling rule: base lr x (per-device batch x world size) / 256."""
+        base = float(self.base_optim_cfg.get("lr", 5e-4))
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        batch = getattr(datamodule, "batch_size", None)
+        if not batch or not self.lr_reference_batch:
+            return base
+        world = trainer.world_size if trainer is not None else 1
+        return base * batch * world / self.lr_reference_batch
+
+    def configure_optimizers(self):
+        self.optim_cfg = {**self.base_optim_cfg, "lr": self.scaled_lr()}
+        self.scheduler_cfg = dict(self.base_scheduler_cfg)
+        if self.trainer.fast_dev_run:  # a one-step smoke run cannot hold a warmup of whole epochs
+            self.scheduler_cfg = {k: v for k, v in self.scheduler_cfg.items() if not k.startswith("warmup")}
+        return super().configure_optimizers()
+
+    # -- the optimiser step: wd schedule, last-layer freeze, clipping, EMA -------------------------------
+    def on_after_backward(self) -> None:
+        if self.current_epoch < self.freeze_last_layer:
+            self.cancel_last_layer_gradients()
+
+    def cancel_last_layer_gradients(self) -> None:
+        """DINO holds the prototypes still at first: a random last layer moving early destabilises."""
+        for param in self.student.head.last_layer_parameters():
+            param.grad = None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val:  # the trainer's global-norm clipping, if someone asks for it explicitly
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        clip_grad_per_parameter_(list(self.student.parameters()), self.clip_grad)
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        self.apply_weight_decay(optimizer)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.update_teacher()
+
+    def update_teacher(self) -> None:
+        ema_update_(self.teacher, self.student, self.teacher_momentum())
+
+    # -- evaluation and export ----------------------------------------------------------------------
+    def knn_backbone(self) -> FeatureExtractor:
+        """What kNN evaluation and export use: the teacher's backbone (DINO's better network)."""
+        return self.teacher.backbone
+
+    def export_teacher_backbone(self, path: str | Path) -> Path:
+        """A file ``featlab.backbones.create(name, checkpoint=path)`` loads as a regular backbone."""
+        return save_backbone(self.teacher.backbone, path)
+
+    def on_train_end(self) -> None:
+        if not self.export_teacher or not self.trainer.is_global_zero or self.trainer.fast_dev_run:
+            return
+        self.exported_path = self.export_teacher_backbone(Path(self.trainer.default_root_dir) / "teacher_backbone.pt")
+        log.info("teacher backbone exported to %s (load: featlab.backbones.create('%s', checkpoint=...))",
+                 self.exported_path, self.teacher.backbone.name)
+
+    def on_train_epoch_end(self) -> None:
+        flag = self.trainer.callback_metrics.get("train/collapse_warning_epoch")
+        if flag is not None and float(flag) > 0.5:
+            ratio = float(self.trainer.callback_metrics.get("train/teacher_entropy_ratio_epoch", float("nan")))
+            log.warning("DINO may be collapsing: teacher entropy is %.3f of log(out_dim); try a lower "
+                        "loss.teacher_temp (0.02-0.04) or a larger net.out_dim", ratio)
+
+    def extra_results(self) -> dict[str, Any]:
+        return {"teacher_backbone": str(self.exported_path)} if self.exported_path else {}
+
+    # -- benchmarking --------------------------------------------------------------------------------
+    def images_in_batch(self, batch: Mapping[str, Any]) -> int:
+        return int(batch["images"].shape[0] if "images" in batch else batch["crops"][0].shape[0])
+
+    def synthetic_batch(self, batch_size: int, device: torch.device, image_size: int | None = None) -> dict:
+        """Random training input: float crops (``bench_input=crops``, the training step alone) or
+        uint8 images (``bench_input=images``, GPU multi-crop included)."""
+        if self.bench_input == "images":
+            side = image_size or self.multicrop.global_view.size * 8 // 7
+            return {"images": torch.randint(0, 256, (batch_size, 3, side, side), dtype=torch.uint8, device=device)}
+        return {"crops": [torch.rand(batch_size, 3, s, s, device=device) for s in self.multicrop.crop_sizes]}
+
+    def bench_step(self, batch: Any, optimizer: torch.optim.Optimizer, step: int) -> torch.Tensor:
+        """Everything a real step does: schedules, forward, loss (+ centre), backward, clip, update, EMA."""
+        self._bench_progress = (step, 1000, 100.0)
+        try:
+            self.apply_weight_decay(optimizer)
+            loss, _ = self.dino_step(self.crops_of(batch))
+            loss.backward()
+            clip_grad_per_parameter_(list(self.student.parameters()), self.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.update_teacher()
+        finally:
+            self._bench_progress = None
+        return loss.detach()
+
+    def compile_networks(self) -> None:
+        """Compile student and teacher in place (``Module.compile``), so parameter names, the EMA
+        pairing and exported state dicts are unchanged; one graph per crop resolution."""
+        self.student.compile()
+        self.teacher.compile()
+
+    def model_flops_per_image(self, batch_size: int = 2) -> float:
+        """Model FLOPs of one training step per image (student fwd+bwd on all crops, teacher fwd), for MFU.
+
+        Counted with ``torch.utils.flop_counter`` on synthetic crops, so it matches what the bench
+        times; augmentation, optimiser and EMA are not model FLOPs.
+        """
+        crops = [torch.rand(batch_size, 3, s, s, device=self.device) for s in self.multicrop.crop_sizes]
+        center = self.loss.center.clone()
+        with FlopCounterMode(display=False) as counter:
+            loss, _ = self.dino_step(crops)
+            loss.backward()
+        self.student.zero_grad(set_to_none=True)
+        self.loss.center.copy_(center)
+        return counter.get_total_flops() / batch_size

@@ -1,0 +1,307 @@
+"""Face deep super-resolution (DSR) that keeps the person recognisable.
+
+Method: a DSR network maps a very-low-resolution face (14x14) to 112x112. Its loss is a weighted
+sum of a pixel term, an identity term (``1 - cos`` between frozen EdgeFace embeddings of SR and
+HR), a VGG perceptual term and TV (all in the ``loss`` config). Validation tracks PSNR/SSIM (Y)
+and the SR-HR embedding cosine; the monitored metric is PSNR.
+
+Test = recognition: a gallery of HR faces per identity (or, with ``gallery_via_dsr``, the same
+faces degraded and restored by the DSR network) is embedded once; each probe, a VLR face of a
+gallery identity, is restored and identified by cosine similarity of L2-normalised EdgeFace
+embeddings, "unknown" below ``eval.threshold``. The same is done for bicubic-upscaled probes (the
+baseline DSR must beat) and for the HR probes themselves (the ceiling). Results: accuracy,
+unknown and wrong rates, a threshold sweep (markdown table + PNG), optionally a per-probe CSV.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from featlab.backbones.edgeface import EdgeFaceEmbedder
+from featlab.callbacks.images import grid_from_columns
+from featlab.errors import ConfigError, require
+from featlab.losses.composite import CompositeLoss
+from featlab.losses.identity import IdentityLoss
+from featlab.metrics.identification import (
+    Identification,
+    embed_with_flip,
+    identify,
+    l2_normalize,
+    plot_sweep,
+    sweep_markdown,
+    threshold_grid,
+    threshold_sweep,
+    write_predictions_csv,
+)
+from featlab.metrics.sr import SRMetrics
+from featlab.nets.sr.blocks import bicubic_upsample
+from featlab.tasks.base import FeatlabTask, build, to_plain
+
+log = logging.getLogger(__name__)
+
+PROBE_METHODS = ("dsr", "bicubic", "hr")  # restored probes, the baseline, and the ceiling
+FROZEN_PREFIXES = ("loss.", "recognizer.")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The recognition test's options (``task.eval.*``; the experiment maps top-level shortcuts here)."""
+
+    threshold: float = 0.35
+    use_tta: bool = False
+    limit: int | None = None  # applied by the DataModule (data.probe_limit follows it)
+    dump_results: str | bool | None = None
+    gallery_via_dsr: bool = False
+    sweep_start: float = 0.25
+    sweep_stop: float = 0.45
+    sweep_step: float = 0.05
+    plot: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> EvalSettings:
+        options = dict(to_plain(cfg) or {})
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        require(not unknown, "task.eval", f"unknown keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        settings = cls(**options)
+        require(-1.0 <= settings.threshold <= 1.0, "task.eval.threshold",
+                f"is a cosine similarity in [-1, 1], got {settings.threshold}")
+        return settings
+
+    @property
+    def thresholds(self) -> list[float]:
+        return threshold_grid(self.sweep_start, self.sweep_stop, self.sweep_step)
+
+
+def clamp_unit(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0)
+
+
+class FaceDSRTask(FeatlabTask):
+    def __init__(
+        self,
+        net: Mapping,
+        loss: Mapping,
+        recognizer: Mapping | None = None,
+        eval: Mapping | None = None,  # noqa: A002  (the config key users type: task.eval.threshold)
+        optim: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        channels_last: bool = True,
+        monitor: Mapping | None = None,
+        psnr_crop_border: int = 0,
+        preview_rows: int = 4,
+    ) -> None:
+        super().__init__(optim=optim, scheduler=scheduler, channels_last=channels_last, monitor=monitor)
+        self.save_hyperparameters()
+        self.strict_loading = False  # checkpoints hold the DSR net only; frozen parts rebuild from config
+        self.eval_settings = EvalSettings.from_config(eval)
+        # The recogniser first: a missing EdgeFace checkpoint is then reported under the key that
+        # the identity loss also follows (task.recognizer.checkpoint).
+        self.recognizer = self._build_recognizer(recognizer)
+        self.net: nn.Module = build(net)
+        self.loss = CompositeLoss.from_config(loss)
+        self._share_recognizer()
+        self.scale = int(getattr(self.net, "scale", 0) or 0)
+        self.preview_rows = preview_rows
+        self.val_sr = SRMetrics(crop_border=psnr_crop_border)
+        self.test_sr = nn.ModuleDict({m: SRMetrics(crop_border=psnr_crop_border) for m in ("dsr", "bicubic")})
+        self._embeddings: dict[str, list[torch.Tensor]] = {}
+        self.identification: dict[str, Any] = {}
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    # -- construction -------------------------------------------------------------------------
+    @staticmethod
+    def _build_recognizer(cfg: Mapping | None) -> EdgeFaceEmbedder:
+        """EdgeFace from ``{name, checkpoint, pretrained}``; other keys of a backbone config are ignored."""
+        options = dict(to_plain(cfg) or {})
+        return EdgeFaceEmbedder(
+            name=options.get("name", "edgeface_xs_gamma_06"), checkpoint=options.get("checkpoint"),
+            pretrained=bool(options.get("pretrained", True)), config_key="task.recognizer",
+        )
+
+    def _share_recognizer(self) -> None:
+        """Use one EdgeFace in memory when the identity loss was configured with the same one."""
+        spec = (self.recognizer.name, self.hparams.get("recognizer", {}).get("checkpoint"),
+                bool(self.hparams.get("recognizer", {}).get("pretrained", True)))
+        for term in self.loss.terms.values():
+            if isinstance(term, IdentityLoss) and term.spec == spec:
+                term.embedder = self.recognizer
+
+    def configure_optimizers(self):
+        """As the base, but a ``fast_dev_run`` smoke test (one step) has no epochs to warm up over."""
+        if self.trainer.fast_dev_run and self.scheduler_cfg.get("warmup_epochs"):
+            self.scheduler_cfg = {**self.scheduler_cfg, "warmup_epochs": 0}
+        return super().configure_optimizers()
+
+    def compile_networks(self) -> None:
+        self.net = torch.compile(self.net)
+
+    # -- the method ---------------------------------------------------------------------------
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        if self.use_channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        return self.net(lr)
+
+    def pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LR, HR); LR comes with the batch (the face DataModule degrades on the device)."""
+        if "lr" in batch:
+            return batch["lr"], batch["hr"]
+        return self.trainer.datamodule.degrade(batch["hr"]), batch["hr"]
+
+    def bicubic(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        scale = self.scale or size[0] // lr.shape[-2]
+        return clamp_unit(bicubic_upsample(lr.float(), scale))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        lr, hr = self.pair(batch)
+        sr = self(lr)
+        total, terms = self.loss(sr, hr)
+        self.log_loss_terms("train", total, terms, batch_size=lr.shape[0])
+        return total
+
+    # -- validation ---------------------------------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        lr, hr = self.pair(batch)
+        sr = self(lr).float()
+        total, terms = self.loss(sr, hr)
+        self.log_loss_terms("val", total, terms, batch_size=lr.shape[0])
+        sr = clamp_unit(sr)
+        self.val_sr.update(sr, hr.float())
+        cosine = (l2_normalize(self.recognizer(sr)) * l2_normalize(self.recognizer(hr))).sum(-1).mean()
+        self.log("val/id_cos", cosine, batch_size=lr.shape[0], sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_sr.compute()
+        self.val_sr.reset()
+        self.log("val/psnr", values["psnr"], prog_bar=True)
+        self.log("val/ssim", values["ssim"])
+
+    # -- recognition test ---------------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self._embeddings = {}
+        self.identification = {}
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        return embed_with_flip(self.recognizer, images, self.eval_settings.use_tta)
+
+    def _store(self, key: str, value: torch.Tensor) -> None:
+        self._embeddings.setdefault(key, []).append(value.detach().float())
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        lr, hr = self.pair(batch)
+        labels, index = batch["label"], batch["index"]
+        if dataloader_idx == 0:  # gallery
+            if self.eval_settings.gallery_via_dsr:
+                self._store("gallery/dsr", self._embed(clamp_unit(self(lr).float())))
+                self._store("gallery/bicubic", self._embed(self.bicubic(lr, hr.shape[-2:])))
+            else:
+                self._store("gallery/hr", self._embed(hr.float()))
+            self._store("gallery/label", labels)
+            self._store("gallery/index", index)
+            return
+        sr = clamp_unit(self(lr).float())
+        bicubic = self.bicubic(lr, hr.shape[-2:])
+        self.test_sr["dsr"].update(sr, hr.float())
+        self.test_sr["bicubic"].update(bicubic, hr.float())
+        for method, images in zip(PROBE_METHODS, (sr, bicubic, hr.float())):
+            self._store(f"probe/{method}", self._embed(images))
+        self._store("probe/label", labels)
+        self._store("probe/index", index)
+
+    def _gathered(self, key: str) -> torch.Tensor:
+        """All ranks' rows of one stored quantity (rank-local when not distributed)."""
+        local = torch.cat(self._embeddings[key])
+        if self.trainer.world_size <= 1:
+            return local
+        gathered = self.all_gather(local)
+        return gathered.reshape(-1, *local.shape[1:])
+
+    def _unique(self, split: str, keys: list[str]) -> dict[str, torch.Tensor]:
+        """Gathered tensors with the DistributedSampler's padding duplicates removed (by dataset index)."""
+        index = self._gathered(f"{split}/index").long()
+        order = torch.argsort(index, stable=True)
+        keep = order[torch.cat([torch.tensor([True], device=index.device), index[order][1:] != index[order][:-1]])]
+        return {k: self._gathered(f"{split}/{k}")[keep] for k in keys}
+
+    def on_test_epoch_end(self) -> None:
+        for method, metric in self.test_sr.items():
+            values = metric.compute()
+            metric.reset()
+            suffix = "" if method == "dsr" else f"_{method}"
+            self.log(f"test/psnr{suffix}", values["psnr"], add_dataloader_idx=False)
+            self.log(f"test/ssim{suffix}", values["ssim"], add_dataloader_idx=False)
+        if "probe/label" not in self._embeddings or "gallery/label" not in self._embeddings:
+            return
+        settings = self.eval_settings
+        via_dsr = settings.gallery_via_dsr
+        gallery = self._unique("gallery", ["label", *(("dsr", "bicubic") if via_dsr else ("hr",))])
+        probes = self._unique("probe", ["label", *PROBE_METHODS])
+        results: dict[str, Identification] = {}
+        for method in PROBE_METHODS:
+            reference = gallery["bicubic" if via_dsr and method == "bicubic" else "dsr" if via_dsr else "hr"]
+            results[method] = identify(probes[method], probes["label"], reference, gallery["label"],
+                                       settings.threshold)
+            suffix = "" if method == "dsr" else f"_{method}"
+            for name, value in results[method].scores.as_dict().items():
+                if name != "count":
+                    self.log(f"test/id_{name}{suffix}", value, add_dataloader_idx=False)
+        self.log("test/id_probes", float(results["dsr"].scores.count), add_dataloader_idx=False)
+        self._report(results)
+
+    def _report(self, results: dict[str, Identification]) -> None:
+        """Sweep table and plot, optional CSV dump; written by rank 0 into the run directory."""
+        settings = self.eval_settings
+        sweeps = {m: threshold_sweep(r, settings.thresholds) for m, r in results.items()}
+        table = sweep_markdown(sweeps)
+        self.identification = {"test/id_threshold": settings.threshold, "test/id_sweep": sweeps,
+                               "test/id_gallery_via_dsr": settings.gallery_via_dsr, "test/id_tta": settings.use_tta}
+        log.info("identification threshold sweep (probes: %d)\n%s", results["dsr"].scores.count, table)
+        if not self.trainer.is_global_zero:
+            return
+        run_dir = Path(self.trainer.default_root_dir)
+        (run_dir / "identification_sweep.md").write_text(table + "\n")
+        if settings.plot:
+            path = plot_sweep(sweeps, run_dir / "identification_sweep.png", settings.threshold)
+            self.identification["test/id_sweep_plot"] = str(path)
+        dump = settings.dump_results
+        if dump:
+            path = run_dir / "identification_predictions.csv" if dump is True else Path(str(dump)).expanduser()
+            names = getattr(self.trainer.datamodule, "identity_names", None) or None
+            write_predictions_csv(path, results["dsr"], names)
+            write_predictions_csv(path.with_name(f"{path.stem}_bicubic{path.suffix}"), results["bicubic"], names)
+            self.identification["test/id_predictions_csv"] = str(path)
+
+    def extra_results(self) -> dict[str, Any]:
+        return dict(self.identification)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the DSR net only (EdgeFace/VGG come from their own files), plus epoch and val PSNR."""
+        super().on_save_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith(FROZEN_PREFIXES)}
+        metrics = self.trainer.callback_metrics
+        if "val/psnr" in metrics:  # Lightning stores the epoch itself
+            checkpoint["val_psnr"] = float(metrics["val/psnr"])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("state_dict", {})
+        expected = [k for k in self.state_dict() if k.startswith("net.")]
+        missing = [k for k in expected if k not in state and k.replace("net.", "net._orig_mod.", 1) not in state]
+        if missing:
+            raise ConfigError("ckpt_path", f"the checkpoint holds no weights for {len(missing)} DSR net parameters "
+                              f"(e.g. {missing[0]}); was it written by this task with the same net config?")
+
+    def preview(self, batch: dict) -> torch.Tensor:
+        """LR | bicubic | SR | HR for the first faces of the first validation batch."""
+        lr, hr = self.pair(batch)
+        lr, hr = lr[: self.preview_rows], hr[: self.preview_rows]
+        sr = clamp_unit(self(lr).float())
+        return grid_from_columns({"lr": lr, "bicubic": self.bicubic(lr, hr.shape[-2:]), "sr": sr, "hr": hr})

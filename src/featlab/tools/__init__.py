@@ -1,0 +1,1 @@
+"""Command-line tools: bench, report, upscale (tiled inference), export_onnx."""

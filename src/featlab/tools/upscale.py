@@ -1,0 +1,112 @@
+"""Upscale an image or a folder of images with a trained SR checkpoint.
+
+    python -m featlab.tools.upscale ckpt_path=run/last.ckpt input=photo.png output=out/ \
+        [tile=128 overlap=16 batch_tiles=8 device=auto blend=feather]
+
+Every image runs through :func:`featlab.tools.tiled.tiled_forward`, so size is bounded by
+disk, not GPU memory; results are written as PNG (``<output>/<relative path>/<stem>.png``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from featlab.data.images import IMAGE_EXTENSIONS, list_images, load_rgb
+from featlab.errors import ConfigError, require
+from featlab.tools.checkpoint import load_net_from_checkpoint, run_cli
+from featlab.tools.tiled import tiled_forward
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UpscaleArgs:
+    """Command-line keys; ``???`` marks the required ones."""
+
+    ckpt_path: str = "???"
+    input: str = "???"
+    output: str = "???"
+    tile: int = 128
+    overlap: int = 16
+    batch_tiles: int = 8
+    device: str = "auto"
+    blend: str = "feather"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; anything else must be a valid torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError("device", f"'{name}' is not a torch device (auto, cpu, cuda, cuda:1, ...)") from err
+    require(
+        device.type != "cuda" or torch.cuda.is_available(),
+        "device",
+        f"'{name}' requested but CUDA is unavailable",
+    )
+    return device
+
+
+def input_images(path: Path) -> tuple[Path, list[Path]]:
+    """``(root, files)`` for a single image or a folder searched recursively."""
+    if path.is_file():
+        require(
+            path.suffix.lower() in IMAGE_EXTENSIONS,
+            "input",
+            f"'{path}' is not an image ({', '.join(IMAGE_EXTENSIONS)})",
+        )
+        return path.parent, [path]
+    if not path.exists():
+        raise ConfigError("input", f"'{path}' does not exist; pass an image or a folder of images")
+    return path, list_images(path, "input")
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` -> float ``(1, 3, H, W)`` in [0, 1]."""
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def to_image(sr: torch.Tensor) -> Image.Image:
+    """float ``(1, 3, H, W)`` -> 8-bit RGB image (clamped, rounded)."""
+    arr = sr[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def upscale(args: UpscaleArgs) -> list[Path]:
+    """Upscale every input image; returns the written paths."""
+    root, files = input_images(Path(args.input).expanduser())
+    device = resolve_device(args.device)
+    net, hparams = load_net_from_checkpoint(args.ckpt_path, map_location="cpu")
+    net = net.to(device)
+    scale = int(hparams["scale"])
+    out_dir = Path(args.output).expanduser()
+    written = []
+    for file in files:
+        try:
+            rgb = load_rgb(file)
+        except (OSError, UnidentifiedImageError) as err:
+            print(f"skipping unreadable image {file} ({err})")
+            continue
+        sr = tiled_forward(net, to_tensor(rgb), scale, args.tile, args.overlap, args.batch_tiles, args.blend)
+        target = (out_dir / file.relative_to(root)).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        to_image(sr).save(target)
+        written.append(target)
+        print(f"{file} -> {target} (x{scale})")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(upscale, UpscaleArgs, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

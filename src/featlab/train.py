@@ -1,0 +1,173 @@
+"""Training entry point: compose -> instantiate -> fit -> test -> results.json.
+
+``python train.py experiment=sisr_dino`` (or ``python -m featlab.train``) runs one job;
+``-m`` runs a Hydra multirun in which a failing job is recorded as failed and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from featlab.callbacks.images import ImageGridLogger
+from featlab.callbacks.results import ResultsWriter
+from featlab.callbacks.resume import CheckpointOnSignal, RNGState
+from featlab.cli import exit_on_user_error, user_error_in
+from featlab.config import config_dir
+from featlab.errors import ConfigError
+from featlab.loggers import build_loggers, finish_wandb, flatten
+from featlab.tasks.base import to_plain
+
+log = logging.getLogger("featlab")
+
+# Overrides that say where or how a job runs rather than what it studies: not tags, not run names.
+NON_STUDY_KEYS = ("hydra.", "paths.", "trainer", "logger", "ckpt_path", "callbacks.", "data.num_workers")
+
+
+def study_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that define a run's place in a study (used for its W&B name and tags)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(NON_STUDY_KEYS)]
+
+
+def run_name_from(cfg: DictConfig, overrides: list[str]) -> str:
+    if cfg.get("run_name"):
+        return str(cfg.run_name)
+    parts = [o.split("=", 1)[-1] if o.startswith("experiment=") else o for o in study_overrides(overrides)]
+    name = ",".join(parts) or str(cfg.get("study") or "run")
+    return re.sub(r"[^\w.,=\-\[\]]+", "_", name)[:128]
+
+
+def hydra_context() -> tuple[Path | None, list[str], bool]:
+    """(output dir, overrides, is multirun) when running under Hydra's main decorator."""
+    if not HydraConfig.initialized():
+        return None, [], False
+    hc = HydraConfig.get()
+    return Path(hc.runtime.output_dir), list(hc.overrides.task), hc.mode == RunMode.MULTIRUN
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path, output_root: Path, study: str) -> str | None:
+    """``last`` means this run dir's last.ckpt or else the newest last.ckpt of the same study."""
+    if not ckpt_path:
+        return None
+    if ckpt_path != "last":
+        if not Path(ckpt_path).exists():
+            raise ConfigError("ckpt_path", f"checkpoint '{ckpt_path}' does not exist")
+        return str(ckpt_path)
+    own = run_dir / "checkpoints" / "last.ckpt"
+    if own.exists():
+        return str(own)
+    candidates = sorted((output_root / study).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError("ckpt_path", f"ckpt_path=last found no last.ckpt under '{output_root / study}'; "
+                                       "give the checkpoint's path instead")
+    log.info("resuming from %s", candidates[-1])
+    return str(candidates[-1])
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, writer: ResultsWriter) -> list[L.Callback]:
+    """The configured callbacks (null entries skipped) plus the ones every run needs."""
+    callbacks: list[L.Callback] = []
+    for cb_cfg in (cfg.get("callbacks") or {}).values():
+        if cb_cfg is None:
+            continue
+        callback = instantiate(cb_cfg)
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+            callback.dirpath = str(run_dir / "checkpoints")
+        callbacks.append(callback)
+    callbacks += [writer, ImageGridLogger(run_dir), RNGState(), CheckpointOnSignal(run_dir)]
+    return callbacks
+
+
+def build_task(cfg: DictConfig, run_config: dict) -> L.LightningModule:
+    """The task, remembering the run's resolved config and overrides (stored in checkpoints)."""
+    task = instantiate(cfg.task, _recursive_=False)
+    task.run_config = run_config
+    if cfg.get("compile"):
+        compile_fn = getattr(task, "compile_networks", None)
+        if callable(compile_fn):
+            compile_fn()
+        else:
+            log.warning("compile=true: %s has no compile_networks(); nothing compiled", type(task).__name__)
+    return task
+
+
+def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (and test) one configuration; returns the content of its ``results.json``."""
+    hydra_dir, hydra_overrides, _ = hydra_context()
+    overrides = list(overrides if overrides is not None else hydra_overrides)
+    study = str(cfg.get("study") or "default")
+    name = run_name_from(cfg, overrides)
+    run_dir = Path(run_dir or hydra_dir or Path(cfg.paths.output_root) / study / name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plain = {k: v for k, v in to_plain(cfg).items() if k != "hydra"}
+    plain["overrides"] = overrides
+
+    writer = ResultsWriter(run_dir, plain)
+    trainer: L.Trainer | None = None
+    task: L.LightningModule | None = None
+    loggers: list = []
+    try:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        torch.set_float32_matmul_precision("high")
+        datamodule = instantiate(cfg.data)
+        task = build_task(cfg, plain)
+        callbacks = build_callbacks(cfg, run_dir, writer)
+        loggers = build_loggers(
+            run_dir, run_name=name, group=study, tags=[study, *study_overrides(overrides)],
+            flat_config=flatten({k: v for k, v in plain.items() if k != "overrides"}),
+            **to_plain(cfg.logger),
+        )
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir, Path(cfg.paths.output_root), study)
+        # Our own checkpoints hold config objects in their hyper-parameters: not weights-only.
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        if cfg.get("test_after_fit", True) and not trainer.interrupted:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+    except BaseException as err:
+        user = user_error_in(err) if isinstance(err, Exception) else None
+        if writer.status not in ("failed", "interrupted"):  # failed before Lightning's hooks ran
+            writer.status = "failed"
+            writer.error = f"{type(user or err).__name__}: {user or err}"
+            writer.write(trainer, None)
+        if user is not None and user is not err:
+            raise user from None  # the user's mistake, not Hydra's or Lightning's wrapper
+        raise
+    finally:
+        sync = finish_wandb(loggers)
+    results = writer.write(trainer, task)
+    if sync:
+        log.info("W&B ran offline; upload with: %s", sync)
+        results["wandb_sync"] = sync
+    return results
+
+
+@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> dict[str, Any] | None:
+    _, _, multirun = hydra_context()
+    if not multirun:
+        return exit_on_user_error(lambda: run(cfg))
+    try:
+        return run(cfg)
+    except Exception as err:  # a failed job is recorded in its results.json; the sweep goes on
+        user = user_error_in(err)
+        log.error("job failed: %s", user or f"{type(err).__name__}: {err}")
+        if user is None and os.environ.get("FEATLAB_RAISE"):
+            raise
+        return None
+
+
+if __name__ == "__main__":
+    main()

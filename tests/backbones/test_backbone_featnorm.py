@@ -1,0 +1,60 @@
+"""feature_norm: parameter-free layernorm, standardize with frozen data statistics, feature_stats."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featlab.backbones import create
+from featlab.errors import ConfigError
+
+
+def test_layernorm_is_zero_mean_unit_std_per_position() -> None:
+    fx = create("resnet_tiny_test", ["stages.2", "pool"], pretrained=False, feature_norm="layernorm")
+    out = fx(torch.rand(2, 3, 64, 64))
+    spatial = out["stages.2"]
+    assert torch.allclose(spatial.mean(dim=1), torch.zeros(()), atol=1e-5)
+    assert torch.allclose(spatial.var(dim=1, unbiased=False), torch.ones(()), atol=1e-3)
+    assert torch.allclose(out["pool"].mean(dim=1), torch.zeros(()), atol=1e-5)
+    assert not list(fx.standardizers.parameters())
+
+
+def test_standardize_needs_fitting_then_freezes() -> None:
+    torch.manual_seed(0)
+    fx = create("resnet_tiny_test", ["stages.1", "pool"], pretrained=False, feature_norm="standardize")
+    data = [torch.rand(4, 3, 64, 64) for _ in range(3)]
+    with pytest.raises(ConfigError, match="fit_standardization"):
+        fx(data[0])
+    fx.fit_standardization(data)
+    assert fx.statistics_frozen
+    raw = torch.cat([fx.raw_features(x)["stages.1"] for x in data]).double()
+    mean = raw.mean(dim=(0, 2, 3), keepdim=True)
+    var = raw.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    standardized = torch.cat([fx(x)["stages.1"] for x in data]).double()
+    assert torch.allclose(standardized, (raw - mean) / (var + 1e-6).sqrt(), atol=1e-4)
+    mean_before = fx.standardizers["stages_1"].mean.clone()
+    fx.freeze_statistics()  # idempotent
+    with pytest.raises(RuntimeError, match="frozen"):
+        fx.update_statistics(torch.rand(2, 3, 64, 64))
+    fx(torch.rand(2, 3, 64, 64) * 5)
+    assert torch.equal(fx.standardizers["stages_1"].mean, mean_before)
+    state = fx.statistics_state()
+    assert set(state) == {"stages.1", "pool"} and state["pool"]["count"].item() == 12
+
+
+def test_standardize_statistics_survive_a_state_dict_roundtrip() -> None:
+    fx = create("vit_tiny_test", ["last"], pretrained=False, feature_norm="standardize")
+    fx.update_statistics(torch.rand(2, 3, 64, 64))
+    fx.freeze_statistics()
+    other = create("vit_tiny_test", ["last"], pretrained=False, feature_norm="standardize")
+    other.load_state_dict(fx.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    assert other.statistics_frozen and torch.allclose(other(x)["last"], fx(x)["last"])
+
+
+def test_feature_stats_reports_raw_scale() -> None:
+    fx = create("resnet_tiny_test", ["stages.0", "last"], pretrained=False)
+    out = fx.raw_features(torch.rand(2, 3, 64, 64))
+    stats = fx.feature_stats(out)
+    for layer, (mean, std) in stats.items():
+        assert torch.allclose(mean, out[layer].mean()) and torch.allclose(std, out[layer].std())

@@ -1,0 +1,64 @@
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from featlab.callbacks.images import grid_from_columns, save_png
+from featlab.callbacks.nan_guard import NaNGuard, NonFiniteLossError
+from featlab.callbacks.results import ResultsWriter
+from featlab.callbacks.throughput import batch_size_of
+from featlab.cli import exit_on_user_error, user_error_in
+from featlab.errors import ConfigError, unknown_name
+
+
+def test_nan_guard_names_the_term():
+    guard = NaNGuard(every_n_steps=1)
+    module = SimpleNamespace(loss_terms={"total": torch.tensor(float("nan")), "pixel": torch.tensor(0.1),
+                                         "perceptual": torch.tensor(float("inf"))})
+    trainer = SimpleNamespace(global_step=3)
+    with pytest.raises(NonFiniteLossError, match="'perceptual'.*step 3"):
+        guard.on_train_batch_end(trainer, module, None, None, 0)
+    module.loss_terms = {"total": torch.tensor(1.0), "pixel": torch.tensor(1.0)}
+    guard.on_train_batch_end(trainer, module, None, None, 0)  # finite: no error
+
+
+def test_results_writer_records_failure(tmp_path):
+    writer = ResultsWriter(tmp_path, {"seed": 1})
+    writer.on_exception(None, None, RuntimeError("boom"))
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["status"] == "failed" and "boom" in data["error"] and data["config"] == {"seed": 1}
+
+
+def test_grid_layout_and_png(tmp_path):
+    lr, hr = torch.rand(3, 3, 4, 4), torch.rand(3, 3, 8, 8)
+    grid = grid_from_columns({"lr": lr, "hr": hr}, max_rows=2)
+    assert grid.shape == (3, 16, 16)
+    assert torch.equal(grid[:, :8, 8:], hr[0])                   # row 0, column 1 is HR image 0
+    assert torch.equal(grid[:, 8:10, 0:2], lr[1, :, :1, :1].expand(3, 2, 2))  # nearest upscaling
+    path = save_png(grid, tmp_path / "g.png")
+    assert path.stat().st_size > 0
+
+
+def test_batch_size_of_nested():
+    assert batch_size_of({"lr": torch.zeros(5, 3, 2, 2), "name": ["a"] * 5}) == 5
+    assert batch_size_of([torch.zeros(7, 1)]) == 7
+
+
+def test_user_errors_are_found_through_wrappers(capsys):
+    inner = unknown_name("net", "edsr2", ["edsr", "rdn"])
+    try:
+        try:
+            raise inner
+        except ConfigError as err:
+            raise RuntimeError("Error in call to target") from err
+    except RuntimeError as wrapped:
+        assert user_error_in(wrapped) is inner
+
+    def fail():
+        raise RuntimeError("wrapped") from inner
+
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_user_error(fail)
+    assert exit_info.value.code == 2
+    assert "net: unknown name 'edsr2'. Valid: edsr, rdn" in capsys.readouterr().err

@@ -1,0 +1,32 @@
+"""Shared fixtures: small CPU runs of the real entry points in temporary folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# Keep every test run small and quiet unless a test overrides these on purpose.
+FAST = ["trainer=cpu", "logger=csv", "trainer.enable_progress_bar=false", "data.num_workers=0"]
+
+
+@pytest.fixture
+def train_run(tmp_path: Path) -> Callable[..., tuple[dict, Path]]:
+    """``train_run([overrides]) -> (results, run_dir)``: featlab.train.run in a temp folder."""
+    from featlab.config import compose
+    from featlab.train import run
+
+    def _run(overrides: list[str], run_dir: Path | None = None) -> tuple[dict, Path]:
+        full = [*FAST, f"paths.output_root={tmp_path}", *overrides]
+        cfg = compose(full)
+        directory = run_dir or tmp_path / "run"
+        return run(cfg, run_dir=directory, overrides=overrides), directory
+
+    return _run

@@ -1,0 +1,94 @@
+"""Tiled inference equals full-image inference for nets whose receptive field fits the overlap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from featlab.errors import ConfigError
+from featlab.nets.sr import EDSR, ESPCN, RRDBNet, SwinIR
+from featlab.tools.tiled import tile_spans, tiled_forward
+
+
+def _full_and_tiled(net: nn.Module, lr: torch.Tensor, scale: int, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    net = net.eval()
+    with torch.no_grad():
+        full = net(lr)
+    return full, tiled_forward(net, lr, scale, **kw)
+
+
+@pytest.mark.parametrize(
+    ("size", "tile", "overlap", "align"),
+    [(100, 32, 8, 1), (100, 32, 8, 8), (37, 16, 4, 4), (130, 64, 16, 64), (1000, 128, 16, 8), (10, 16, 4, 1)],
+)
+def test_tile_spans_cover_overlap_and_align(size, tile, overlap, align):
+    spans = tile_spans(size, tile, overlap, align)
+    covered = torch.zeros(size, dtype=torch.bool)
+    for start, length in spans:
+        assert 0 < length <= tile and start + length <= size
+        covered[start : start + length] = True
+    assert covered.all() and spans[-1][0] + spans[-1][1] == size
+    for (a, la), (b, _) in zip(spans, spans[1:]):
+        assert a + la - b >= overlap
+    if tile - overlap >= align:
+        assert all(start % align == 0 for start, _ in spans)
+
+
+def test_espcn_feathered_tiles_equal_full_image():
+    torch.manual_seed(0)
+    lr = torch.rand(2, 3, 70, 53)  # batch of 2, uneven tile count per batch of 3 tiles
+    full, tiled = _full_and_tiled(
+        ESPCN(2, n_feats=8, n_feats_mid=4), lr, 2, tile=32, overlap=16, batch_tiles=3
+    )
+    assert tiled.shape == full.shape
+    torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
+
+
+def test_edsr_crop_blend_is_exact_and_feather_close():
+    torch.manual_seed(0)
+    net, lr = EDSR(3, n_resblocks=2, n_feats=8), torch.rand(1, 3, 70, 53)
+    full, cropped = _full_and_tiled(net, lr, 3, tile=32, overlap=16, blend="crop")
+    torch.testing.assert_close(cropped, full, atol=1e-5, rtol=0)
+    _, feathered = _full_and_tiled(net, lr, 3, tile=32, overlap=16)
+    torch.testing.assert_close(feathered, full, atol=5e-3, rtol=0)
+
+
+def test_scale_one_nets():
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 90, 61)
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 5, padding=2))
+    full, tiled = _full_and_tiled(conv, lr, 1, tile=40, overlap=16)
+    torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
+    # Real-ESRGAN x1 folds 4x4 pixels: tiles start on that grid, so the result is still exact
+    rrdb = RRDBNet(1, n_feats=8, n_blocks=0, growth=4)
+    full, tiled = _full_and_tiled(rrdb, lr, 1, tile=48, overlap=32, blend="crop")
+    torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
+
+
+def test_windowed_transformer_tiles_stay_close():
+    torch.manual_seed(0)
+    net = SwinIR(2, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4)
+    full, tiled = _full_and_tiled(net, torch.rand(1, 3, 45, 38), 2, tile=32, overlap=16)
+    assert (tiled - full).abs().max() < 1e-2
+
+
+def test_image_smaller_than_a_tile_is_one_forward():
+    net = EDSR(2, n_resblocks=1, n_feats=8).eval()
+    lr = torch.rand(1, 3, 20, 9)
+    full, tiled = _full_and_tiled(net, lr, 2, tile=32, overlap=8)
+    assert torch.equal(full, tiled)
+    # one side larger than the tile, the other smaller
+    full, tiled = _full_and_tiled(net, torch.rand(1, 3, 70, 9), 2, tile=32, overlap=16, blend="crop")
+    torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
+
+
+def test_bad_tiling_arguments_are_config_errors():
+    net, lr = EDSR(2, n_resblocks=1, n_feats=8), torch.rand(1, 3, 40, 40)
+    with pytest.raises(ConfigError, match="^tile:"):
+        tiled_forward(net, lr, 2, tile=16, overlap=16)
+    with pytest.raises(ConfigError, match="^scale:"):
+        tiled_forward(net, lr, 3, tile=16, overlap=4)
+    with pytest.raises(ConfigError, match="^blend:"):
+        tiled_forward(net, lr, 2, tile=16, overlap=4, blend="mean")
