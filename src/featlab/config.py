@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from featlab.errors import ConfigError
+
+
+def short_dirname(text: str, limit: int = 120) -> str:
+    """Readable job folder names under the 255-byte file-name limit (a hash keeps them unique)."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 9] + "~" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+OmegaConf.register_new_resolver("short_dirname", short_dirname, replace=True)
 
 
 def config_dir() -> Path:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from featlab.callbacks.images import ImageGridLogger
 from featlab.callbacks.results import ResultsWriter
@@ -154,19 +156,60 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
     return results
 
 
+# Environment Lightning's subprocess launcher sets in the launching process (rank 0).
+LIGHTNING_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def multirun_job_scope():
+    """One multirun job = one DDP launch: ranks > 0 re-run THIS job (not the sweep) in THIS job's dir.
+
+    Lightning starts ranks > 0 by re-running ``sys.argv`` with ``hydra.run.dir=<HydraConfig.run.dir>``;
+    in a multirun that would be the whole sweep in another folder. Afterwards the process group and
+    Lightning's env vars are dropped, so the next job starts its own ranks on a fresh port.
+    """
+    hc = HydraConfig.get()
+    saved_argv, saved_env = list(sys.argv), {k: os.environ.get(k) for k in LIGHTNING_DDP_ENV}
+    with read_write(hc):
+        hc.run.dir = hc.runtime.output_dir
+    sys.argv = [sys.argv[0], *hc.overrides.task, "hydra.mode=RUN"]
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sys.argv = saved_argv
+
+
+def objective(results: dict, cfg: DictConfig) -> float:
+    """The task's monitored metric as a float: what Optuna (hydra/sweeper=optuna_tpe) optimises."""
+    metric = str(cfg.task.get("monitor", {}).get("metric", "val/loss"))
+    value = (results.get("metrics") or {}).get(metric)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> dict[str, Any] | None:
+def main(cfg: DictConfig) -> dict[str, Any] | float | None:
     _, _, multirun = hydra_context()
     if not multirun:
         return exit_on_user_error(lambda: run(cfg))
-    try:
-        return run(cfg)
-    except Exception as err:  # a failed job is recorded in its results.json; the sweep goes on
-        user = user_error_in(err)
-        log.error("job failed: %s", user or f"{type(err).__name__}: {err}")
-        if user is None and os.environ.get("FEATLAB_RAISE"):
-            raise
-        return None
+    with multirun_job_scope():
+        try:
+            return objective(run(cfg), cfg)
+        except Exception as err:  # a failed job is recorded in its results.json; the sweep goes on
+            user = user_error_in(err)
+            log.error("job failed: %s", user or f"{type(err).__name__}: {err}")
+            if user is None and os.environ.get("FEATLAB_RAISE"):
+                raise
+            return None
 
 
 if __name__ == "__main__":

@@ -80,8 +80,18 @@ TABLE = {
 }
 
 
-def test_table_covers_every_registered_name() -> None:
-    assert sorted(TABLE) == available()
+def test_table_names_are_registered() -> None:
+    assert set(TABLE) <= set(available())
+    assert set(available(include_test=False)) >= set(TABLE) - {n for n in TABLE if n.endswith("_test")}
+
+
+@pytest.mark.parametrize("name", sorted(set(available()) - set(TABLE)))
+def test_other_registered_names_build(name: str) -> None:
+    """Entries registered elsewhere still build with every layer they advertise."""
+    with torch.device("meta"):
+        valid = create(name, ["last"], pretrained=False).valid_layers
+        fx = create(name, valid, pretrained=False)
+        assert list(fx(torch.zeros(1, 3, fx.input_size, fx.input_size))) == valid
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
@@ -142,7 +152,7 @@ def test_bad_feature_norm_and_input_size() -> None:
 
 
 def test_conf_files_match_registry_and_instantiate() -> None:
-    for name in available(include_test=False):
+    for name in [n for n in TABLE if not n.endswith("_test")]:
         cfg = yaml.safe_load((CONF / f"{name}.yaml").read_text())
         assert cfg["_target_"] == "featlab.backbones.create" and cfg["name"] == name
         assert (

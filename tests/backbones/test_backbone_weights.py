@@ -121,3 +121,13 @@ def test_efficientnet_without_its_package_names_the_extra(monkeypatch: pytest.Mo
         create("efficientnet_lite0", pretrained=True)
     text = str(err.value)
     assert "[effnet]" in text and "pretrained=false" in text and "checkpoint" in text
+
+
+def test_efficientnet_truncated_early_still_loads_the_package_weights() -> None:
+    """Truncation after stages.1 drops later blocks; their package keys must be ignored, not rejected."""
+    weights = effnet.package_state_dict()
+    fx = create("efficientnet_lite0", ["stages.1"], pretrained=True)
+    state = fx.model.state_dict()
+    assert not any(k.startswith("blocks.3") for k in state)
+    for key, value in state.items():
+        assert torch.equal(value, weights[key]), key

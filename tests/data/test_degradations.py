@@ -121,7 +121,7 @@ def test_random_parameters_differ_per_image():
 
 @pytest.mark.parametrize(
     ("kwargs", "key"),
-    [({"scale": 5}, "data.scale"),
+    [({"scale": 0}, "data.scale"),
      ({"scale": 2, "noise_sigma": [5, 1]}, "data.degradation.noise_sigma"),
      ({"scale": 2, "jpeg_quality": 0}, "data.degradation.jpeg_quality"),
      ({"scale": 2, "blur_sigma": [1, 2, 3]}, "data.degradation.blur_sigma")],

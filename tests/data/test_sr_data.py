@@ -117,7 +117,7 @@ def test_hr_crop_must_divide_by_scale():
 
 @pytest.mark.parametrize(
     ("kwargs", "key"),
-    [({"scale": 5}, "data.scale"), ({"repeat": 0}, "data.repeat"), ({"eval_batch_size": 4}, "data.eval_batch_size"),
+    [({"scale": 0}, "data.scale"), ({"repeat": 0}, "data.repeat"), ({"eval_batch_size": 4}, "data.eval_batch_size"),
      ({"degradation": {"blur": 1.0}}, "data.degradation"), ({"val_max_size": 2}, "data.val_max_size")],
 )
 def test_bad_values_name_their_key(kwargs, key):

@@ -10,6 +10,15 @@ from featlab.losses.pixel import PixelLoss
 from featlab.losses.tv import TVLoss
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny tensors: a second OpenMP thread only spin-waits on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_pixel_losses_match_definitions() -> None:
     pred, target = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
     assert PixelLoss("l1")(pred, target).item() == pytest.approx(0.5)

@@ -123,3 +123,16 @@ def test_normalizer_modes_and_errors():
         FeatureNormalizer(4, "batchnorm")
     with pytest.raises(ConfigError, match="task.stats_batches"):
         FeatureNormalizer(4, "standardize").freeze(sync=False)
+
+
+def test_dead_channels_get_a_std_floor_so_unseen_data_cannot_explode():
+    norm = FeatureNormalizer(channels=3, mode="standardize", min_std_fraction=0.1)
+    train = torch.randn(8, 3, 4, 4)
+    train[:, 2] = 0.0  # a channel that never fires in training (e.g. behind a ReLU6)
+    norm.update(train)
+    norm.freeze(sync=False)
+    median = train[:, :2].transpose(0, 1).reshape(2, -1).std(1, unbiased=False).sort().values[0]
+    assert norm.stats.std[2].item() == pytest.approx(0.1 * median.item(), rel=1e-3)
+    unseen = torch.zeros(1, 3, 1, 1)
+    unseen[0, 2] = 0.5
+    assert norm(unseen)[0, 2].abs().item() < 10  # not 0.5 / 1e-3

@@ -47,7 +47,8 @@ def make_sweep(root: Path) -> Path:
     for num, (x, w, psnr, status) in enumerate(jobs):
         overrides = [f"x={x}", f"w={w}", "+sweep=toy", "data.hr_crop=32"]
         make_run(sweep / f"{num}_+sweep=toy,w={w},x={x}", overrides, psnr, status)
-    make_run(sweep / "5_+sweep=toy,w=zz,x=0.5", ["x=0.5", "w=zz", "+sweep=toy"], None, write_results=False)
+    make_run(sweep / "5_+sweep=toy,w=zz,x=0.5", ["x=0.5", "w=zz", "+sweep=toy", "data.hr_crop=32"], None,
+             write_results=False)
     return sweep
 
 
@@ -98,6 +99,16 @@ def test_plain_run_dirs_are_compared_on_the_overrides_that_differ(tmp_path):
     assert [r[:2] for r in rows] == [["r1", "1"], ["r0", "2"]]
     assert rows[1][3] == "**0.2000** ★"  # lower is better when asked
     assert not (tmp_path / "r_curves.png").exists()  # no history, no curve plot
+
+
+def test_ties_are_all_marked_and_columns_can_be_chosen(tmp_path):
+    for i, psnr in enumerate([25.0, 25.0, 20.0]):
+        make_run(tmp_path / f"r{i}", [f"seed={i}"], psnr, history=False)
+    markdown = write_report([tmp_path], out=tmp_path / "r.md", columns=["val/set5/psnr"]).read_text()
+    rows = table_rows(markdown)
+    assert [r[3] for r in rows] == ["**25.0000** ★", "**25.0000** ★", "20.0000"]
+    assert "No single best: 2 runs tie" in markdown
+    assert "| val/set5/psnr |" in markdown and "val/ssim" not in markdown
 
 
 def test_a_results_file_path_and_a_parent_folder_are_accepted(tmp_path):

@@ -92,3 +92,70 @@ def test_bad_tiling_arguments_are_config_errors():
         tiled_forward(net, lr, 3, tile=16, overlap=4)
     with pytest.raises(ConfigError, match="^blend:"):
         tiled_forward(net, lr, 2, tile=16, overlap=4, blend="mean")
+
+
+# -- the upscale command ---------------------------------------------------------------------
+def _checkpoint(tmp_path):
+    from featlab.tools.checkpoint import save_net_checkpoint
+
+    cfg = {"_target_": "featlab.nets.sr.espcn.ESPCN", "scale": 2, "n_feats": 8, "n_feats_mid": 4}
+    return save_net_checkpoint(tmp_path / "net.ckpt", cfg, ESPCN(2, n_feats=8, n_feats_mid=4))
+
+
+def test_upscale_folder_writes_pngs(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from featlab.tools.upscale import main
+
+    images = tmp_path / "in"
+    (images / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(images / "a.jpg")
+    Image.fromarray(rng.integers(0, 255, (9, 50), dtype=np.uint8)).save(images / "sub" / "b.png")  # grey
+    (images / "broken.png").write_bytes(b"not an image")
+    ckpt = _checkpoint(tmp_path)
+    out = tmp_path / "out"
+    assert main([f"ckpt_path={ckpt}", f"input={images}", f"output={out}", "tile=16", "overlap=4"]) == 0
+    assert Image.open(out / "a.png").size == (60, 80)
+    assert Image.open(out / "sub" / "b.png").size == (100, 18)
+    assert not (out / "broken.png").exists()
+    # a single file works too
+    assert main([f"ckpt_path={ckpt}", f"input={images / 'a.jpg'}", f"output={tmp_path / 'one'}"]) == 0
+    assert (tmp_path / "one" / "a.png").is_file()
+
+
+def test_upscale_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    from featlab.tools.upscale import main
+
+    ckpt = _checkpoint(tmp_path)
+    cases = [
+        ([f"ckpt_path={tmp_path / 'none.ckpt'}", f"input={tmp_path}", "output=o"], "ckpt_path:"),
+        ([f"ckpt_path={ckpt}", f"input={tmp_path / 'missing'}", "output=o"], "input:"),
+        (
+            [f"ckpt_path={ckpt}", f"input={tmp_path}", "output=o", "tile=8", "overlap=8"],
+            "input:",
+        ),  # no images
+        ([f"ckpt_path={ckpt}", f"input={tmp_path}"], "output:"),
+    ]
+    for argv, prefix in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {prefix}") and err.count("\n") == 1, err
+
+
+def test_upscale_module_entry_point_has_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "featlab.tools.upscale",
+        f"ckpt_path={tmp_path}/x.ckpt",
+        "input=.",
+        "output=o",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "ckpt_path" in proc.stderr

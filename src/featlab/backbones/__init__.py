@@ -6,12 +6,15 @@ layer, with the backbone's own resizing and mean/std applied inside. See ``vit.p
 ``staged.py`` for the layer tables and where each family is tapped.
 """
 
-from featlab.backbones import catalog as _catalog  # noqa: F401  (registers the shipped backbones)
+# catalog and edgeface register their names on import, so `create(name)` (and Hydra's
+# `_target_: featlab.backbones.create`) knows every backbone without callers importing them.
+from featlab.backbones import catalog as _catalog  # noqa: F401
+from featlab.backbones import edgeface as _edgeface  # noqa: F401
 from featlab.backbones.checkpoints import load_checkpoint_file, read_checkpoint, save_backbone
 from featlab.backbones.extractor import FeatureExtractor
 from featlab.backbones.factory import create
 from featlab.backbones.featnorm import FEATURE_NORMS
-from featlab.backbones.registry import BackboneSpec, available, get_spec, register_backbone
+from featlab.backbones.registry import BackboneSpec, available, get_spec, register_backbone, register_kind
 
 __all__ = [
     "FEATURE_NORMS",
@@ -23,5 +26,6 @@ __all__ = [
     "load_checkpoint_file",
     "read_checkpoint",
     "register_backbone",
+    "register_kind",
     "save_backbone",
 ]

@@ -10,6 +10,13 @@ of rank ``max(2, int(gamma * min(in, out)))``. Modules are named like the publis
 
 The embedding is *not* L2-normalised by the network: cosine similarity needs an explicit
 normalisation, which :func:`featlab.metrics.identification.l2_normalize` provides.
+
+The variants are registered in the shared backbone layer (kind ``edgeface``: layers
+``stages.0..3``, ``last``, and ``pool`` = the 512-d embedding), so ``create("edgeface_xxs",
+checkpoint=...)`` works like any backbone. EdgeFace weights are on no hub that timm knows, so
+``pretrained=true`` without a local ``checkpoint`` is an error saying where to get them.
+:class:`EdgeFaceEmbedder`, what the identity loss and the recognition test use, also reads the
+published TorchScript files (``edgeface_xxs_q.pt``: dynamically quantised, CPU-only, no autograd).
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from torch import nn
 
 from featlab.backbones.checkpoints import read_checkpoint
 from featlab.backbones.factory import create
-from featlab.backbones.registry import register_backbone
+from featlab.backbones.registry import register_backbone, register_kind
+from featlab.backbones.staged import StagedTaps, Step
 from featlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -113,47 +121,20 @@ class EdgeFaceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The final ``(B, C, h, w)`` map before pooling: spatial features for perceptual-style losses."""
-        return self.model.forward_features(x)
-
 
 # -- the shared backbone layer ----------------------------------------------------------------------
-class EmbeddingHead(nn.Module):
-    """EdgeNeXt's head LayerNorm followed by the 512-d embedding layer, applied per position.
-
-    Putting ``fc`` behind the norm lets the ConvNeXt-style tap plan of the shared layer (pool =
-    ``head.norm(mean(stages.3))``) return the EdgeFace embedding itself as ``pool``, and ``last``
-    the same projection at every position of the final stage.
-    """
-
-    def __init__(self, norm: nn.Module, fc: nn.Module) -> None:
-        super().__init__()
-        self.norm, self.fc = norm, fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+def edgeface_taps(model: nn.Module) -> StagedTaps:
+    """EdgeNeXt's stages like ConvNeXt's (``stages.0..3``, ``last`` = head LayerNorm per position),
+    but ``pool`` runs the whole head (mean -> LayerNorm -> ``fc``): the 512-d EdgeFace embedding."""
+    steps = [Step(None, ("stem",))]
+    steps += [Step(f"stages.{i}", (f"stages.{i}",)) for i in range(len(model.stages))]
+    steps.append(Step("last", ("norm_pre", "head.norm")))
+    return StagedTaps("cnn", steps, {}, f"stages.{len(model.stages) - 1}", "head", EMBEDDING_DIM)
 
 
-def build_tappable(variant: str, num_classes: int = 0, **timm_kwargs: Any) -> nn.Module:
-    """EdgeFace in the layout the ``convnext`` tap plan reads; ``num_classes`` is ignored (always 512)."""
-    model = EdgeFaceNet(variant, **timm_kwargs).model
-    model.head.norm = EmbeddingHead(model.head.norm, model.head.fc)
-    model.head.fc = nn.Identity()
-    model.num_features = EMBEDDING_DIM
-    return model
-
-
-def convert_published_state_dict(state: dict, model: nn.Module) -> dict:
-    """Published head keys (``head.norm.*``, ``head.fc.*``) -> this layout's ``head.norm.{norm,fc}.*``."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith("head.fc."):
-            key = "head.norm.fc." + key.removeprefix("head.fc.")
-        elif key.startswith("head.norm.") and not key.startswith(("head.norm.norm.", "head.norm.fc.")):
-            key = "head.norm.norm." + key.removeprefix("head.norm.")
-        out[key] = value
-    return out
+def build_edgenext(variant: str, num_classes: int = 0, **timm_kwargs: Any) -> nn.Module:
+    """The EdgeNeXt inside EdgeFace ``variant`` (``num_classes`` is ignored: the head is always 512-d)."""
+    return EdgeFaceNet(variant, **timm_kwargs).model
 
 
 class CheckpointRequired:
@@ -176,12 +157,12 @@ def missing_checkpoint_error(key: str, name: str, path: str | Path | None) -> Co
     )
 
 
+register_kind("edgeface", edgeface_taps)
 for _name, _spec in EDGEFACE_VARIANTS.items():
     _test = _name.endswith("_test")
     register_backbone(
-        _name, "convnext", partial(build_tappable, _name), input_size=INPUT_SIZE, mean=MEAN, std=STD,
-        weights_file=None if _test else CheckpointRequired(_name), convert_state_dict=convert_published_state_dict,
-        test_only=_test,
+        _name, "edgeface", partial(build_edgenext, _name), input_size=INPUT_SIZE, mean=MEAN, std=STD,
+        weights_file=None if _test else CheckpointRequired(_name), test_only=_test,
         description=f"EdgeFace on timm {_spec.arch}" + (f", low-rank gamma={_spec.gamma}" if _spec.gamma else "")
         + "; pool = 512-d embedding (not L2-normalised); weights from a local checkpoint only",
     )
@@ -228,6 +209,9 @@ class ScriptedEdgeFace(nn.Module):
 
 
 # -- what the identity loss and the recognition evaluation use ---------------------------------------
+_WARNED_RANDOM: set[str] = set()
+
+
 class EdgeFaceEmbedder(nn.Module):
     """Frozen EdgeFace: RGB in [0, 1] of any size -> raw ``(B, 512)`` embeddings (normalise before cosine).
 
@@ -244,6 +228,7 @@ class EdgeFaceEmbedder(nn.Module):
             raise ConfigError(name_key,
                               f"unknown EdgeFace variant '{name}'. Valid: {', '.join(EDGEFACE_VARIANTS)}")
         self.name = name
+        self.spec = (name, checkpoint, bool(pretrained))  # equal specs may share one instance
         self.extractor: nn.Module | None = None
         self.scripted: ScriptedEdgeFace | None = None
         if checkpoint and not Path(checkpoint).expanduser().is_file():
@@ -252,7 +237,8 @@ class EdgeFaceEmbedder(nn.Module):
             self.scripted = ScriptedEdgeFace(Path(checkpoint).expanduser())
         else:
             self.extractor = _create_with_hint(name, checkpoint, pretrained, config_key, name_key)
-            if checkpoint is None and not pretrained:
+            if checkpoint is None and not pretrained and name not in _WARNED_RANDOM:
+                _WARNED_RANDOM.add(name)  # once per process, not once per copy
                 log.warning("EdgeFace '%s' is randomly initialised (pretrained=false): identity numbers are "
                             "pipeline checks, not recognition results", name)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
@@ -296,9 +282,8 @@ def matching_variant(checkpoint: str | Path) -> str | None:
     except ConfigError:
         return None
     for variant in EDGEFACE_VARIANTS:
-        model = build_tappable(variant)
-        expected = model.state_dict()
-        converted = convert_published_state_dict(state, model)
-        if set(converted) == set(expected) and all(converted[k].shape == v.shape for k, v in expected.items()):
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            expected = build_edgenext(variant).state_dict()
+        if set(state) == set(expected) and all(state[k].shape == v.shape for k, v in expected.items()):
             return variant
     return None

@@ -10,6 +10,7 @@ mean = std = 0.5, as the TF Lite models' (x - 127) / 128.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -65,12 +66,25 @@ def is_package_layout(state_dict: dict) -> bool:
     return any(k.startswith(("_conv_stem.", "_blocks.")) for k in state_dict)
 
 
+@functools.lru_cache(maxsize=1)
+def _full_block_positions() -> tuple[tuple[int, int], ...]:
+    """Flat block index -> (stage, index in stage) of the WHOLE network.
+
+    Read off an untruncated skeleton: the target module may be truncated, and the keys of the
+    blocks it dropped must still map to their timm names so the loader can ignore them.
+    """
+    import timm
+
+    with torch.device("meta"):
+        skeleton = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    return tuple((s, j) for s, stage in enumerate(skeleton.blocks) for j in range(len(stage)))
+
+
 def convert_package_state_dict(state_dict: dict, model: nn.Module) -> dict:
     """Rename EfficientNet-PyTorch keys to timm's efficientnet layout; other layouts pass through."""
     if not is_package_layout(state_dict):
         return state_dict
-    # flat block index -> (stage, index in stage), read off the target module
-    position = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+    position = _full_block_positions()
     out = {}
     for key, value in state_dict.items():
         match = _BLOCK_KEY.fullmatch(key)

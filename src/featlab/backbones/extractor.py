@@ -22,11 +22,13 @@ from featlab.errors import ConfigError
 class FeatureExtractor(nn.Module):
     """A truncated backbone that returns every requested layer from a single forward pass.
 
-    Attributes: ``name``, ``layers`` (requested, in order), ``channels`` (per requested layer),
-    ``strides`` (input pixels per feature cell at the native size; None for vectors), ``embed_dim``
-    (size of ``cls``/``pool``), ``input_size`` (square side inputs are resized to),
-    ``patch_size`` (ViTs) or None, ``mean``/``std`` (pixel normalisation), ``valid_layers``, ``family`` (``vit | cnn | vgg``), ``model``
-    (the truncated timm module; do not call its own ``forward``), ``frozen``, ``feature_norm``.
+    Attributes: ``name``; ``layers`` (requested, in order); ``channels`` (per requested layer);
+    ``strides`` (input pixels per feature cell; None for vectors); ``embed_dim`` (size of
+    ``cls``/``pool``); ``input_size`` (square side inputs are resized to); ``patch_size`` (ViTs) or
+    None; ``mean``/``std`` (pixel normalisation); ``valid_layers``; ``family`` (``vit | cnn | vgg``);
+    ``model`` (the truncated timm module; never call its own ``forward``); ``frozen``;
+    ``feature_norm``. ViT grids are permuted views with NHWC memory (no copy): use ``reshape``,
+    not ``view``, on them.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class FeatureExtractor(nn.Module):
         self.feature_norm = feature_norm
         self.frozen = not trainable
         self.config_key = config_key
+        self.build_kwargs: dict[str, Any] = {}  # extra timm kwargs, recorded by save_backbone
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.register_buffer(

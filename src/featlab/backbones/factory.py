@@ -18,9 +18,7 @@ from featlab.backbones.checkpoints import load_into, read_checkpoint
 from featlab.backbones.extractor import FeatureExtractor
 from featlab.backbones.featnorm import FEATURE_NORMS
 from featlab.backbones.hub import pretrained_file
-from featlab.backbones.registry import BackboneSpec, get_spec
-from featlab.backbones.staged import TAPS
-from featlab.backbones.vit import ViTTaps
+from featlab.backbones.registry import BackboneSpec, get_spec, taps_for
 from featlab.errors import ConfigError, unknown_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,6 +53,8 @@ def create(
     if checkpoint:
         state, stored_name, stored_kwargs = read_checkpoint(checkpoint, f"{config_key}.checkpoint")
         source = f"checkpoint {checkpoint}"
+        if stored_name and name not in ("checkpoint", stored_name):
+            source += f" (saved from {stored_name})"
         if name == "checkpoint":
             if not stored_name:
                 raise ConfigError(
@@ -96,7 +96,7 @@ def create(
         model = _build(spec, {**kwargs, **spec.skeleton_kwargs}, config_key)
 
     full_keys = set(model.state_dict(keep_vars=True))  # keep_vars: no detach copies
-    taps = ViTTaps(model) if spec.kind == "vit" else TAPS[spec.kind](model)
+    taps = taps_for(spec.kind, model)
     for layer in layers:
         if layer not in taps.valid_layers:
             raise ConfigError(

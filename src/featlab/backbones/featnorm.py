@@ -3,7 +3,9 @@
 Raw feature scales differ by almost an order of magnitude between backbones (the slot study), so
 losses and decoders that compare backbones need a common scale. ``layernorm`` is parameter-free
 and per position; ``standardize`` uses per-channel statistics estimated from data, accumulated as
-sums and counts so that DDP ranks can all-reduce them before they are frozen.
+sums and counts so that DDP ranks can all-reduce them before they are frozen. Accumulate and
+freeze in one go (e.g. in ``on_fit_start``) before any DDP-wrapped forward: DDP broadcasts rank 0's
+buffers on every forward, which would overwrite the other ranks' partial sums.
 """
 
 from __future__ import annotations

@@ -14,10 +14,24 @@ from typing import Any
 
 from torch import nn
 
+from featlab.backbones.staged import TAPS
+from featlab.backbones.vit import ViTTaps
 from featlab.errors import ConfigError, unknown_name
 
-#: Tap plans a spec can use; the family is what callers see (`fx.family`).
-KIND_FAMILY = {"vit": "vit", "resnet": "cnn", "convnext": "cnn", "effnet_lite": "cnn", "vgg": "vgg"}
+#: kind -> tap-plan factory ``(full model) -> taps`` (see ``vit.py``/``staged.py``); taps carry the family.
+_KINDS: dict[str, Callable[[nn.Module], Any]] = {"vit": ViTTaps, **TAPS}
+
+
+def register_kind(kind: str, taps_factory: Callable[[nn.Module], Any], *, overwrite: bool = False) -> None:
+    """Add a tap plan (e.g. a ``StagedTaps`` for a new convnet layout) without editing this package."""
+    if kind in _KINDS and not overwrite:
+        raise ConfigError("kind", f"backbone kind '{kind}' is already registered")
+    _KINDS[kind] = taps_factory
+
+
+def taps_for(kind: str, model: nn.Module) -> Any:
+    """The tap plan of ``kind`` read off the full (untruncated) ``model``."""
+    return _KINDS[kind](model)
 
 
 @dataclass(frozen=True)
@@ -48,10 +62,6 @@ class BackboneSpec:
     description: str = ""
 
     @property
-    def family(self) -> str:
-        return KIND_FAMILY[self.kind]
-
-    @property
     def timm_name(self) -> str | None:
         """``arch.tag`` as timm spells a pretrained variant (None for builder callables)."""
         if not isinstance(self.arch, str):
@@ -70,8 +80,8 @@ def register_backbone(
     name: str, kind: str, arch: str | Callable[..., nn.Module], *, overwrite: bool = False, **options: Any
 ) -> BackboneSpec:
     """Add a named backbone (options are :class:`BackboneSpec` fields) and return its spec."""
-    if kind not in KIND_FAMILY:
-        raise unknown_name("kind", kind, KIND_FAMILY, "backbone kind")
+    if kind not in _KINDS:
+        raise unknown_name("kind", kind, _KINDS, "backbone kind")
     if name in _REGISTRY and not overwrite:
         raise ConfigError("backbone", f"'{name}' is already registered (pass overwrite=True to replace it)")
     if name == "checkpoint":

@@ -18,7 +18,6 @@ from torchvision.io import decode_jpeg, encode_jpeg
 
 from featlab.errors import ConfigError, require
 
-VALID_SCALES = (1, 2, 3, 4, 8)
 Range = tuple[float, float]
 
 
@@ -105,7 +104,7 @@ class Degradation:
         seed: int | None = None,
         key: str = "data.degradation",
     ) -> None:
-        require(scale in VALID_SCALES, "data.scale", f"must be one of {VALID_SCALES}, got {scale}")
+        require(isinstance(scale, int) and scale >= 1, "data.scale", f"must be an integer >= 1, got {scale}")
         self.scale = int(scale)
         self.blur_sigma = parse_range(blur_sigma, f"{key}.blur_sigma", 0.0, 50.0)
         self.noise_sigma = parse_range(noise_sigma, f"{key}.noise_sigma", 0.0, 255.0)

@@ -4,7 +4,9 @@ Training images come from a folder (``root/**/*.jpg``) or, by default, the photo
 scikit-image; the labelled set is ``root/<class>/*`` or, by default, the generated shapes. The
 multi-crop runs either in the DataLoader workers (``augment: cpu``; crops travel as uint8) or on
 the accelerator (``augment: device``; the loader yields fixed-size uint8 images and the task crops
-the whole batch at once), chosen by ``auto`` from whether CUDA is present.
+the whole batch at once), chosen by ``auto`` from whether CUDA is present. Both paths cut their
+views from the same square ``image_size`` image (a random square of each photo, resized), so they
+draw from one distribution, and the CPU path never resamples a 1400-pixel photo per crop.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def square_resize(image: torch.Tensor, size: int, random: bool) -> torch.Tensor:
 
 
 class MultiCropImages(Dataset):
-    """Unlabelled training items: ``{"crops": [uint8 crops]}`` (CPU path) or ``{"images": uint8}`` (device path).
+    """Unlabelled training items: ``{"crops": [uint8 crops]}`` (CPU path) or ``{"images": uint8}`` (device path),
+    both from a random square of the image resized to ``image_size``.
 
     ``length`` can exceed the number of images (the embedded set has nine photos): index ``i``
     reads image ``i % len(source)``, so an epoch is ``length`` random views.
@@ -99,10 +102,10 @@ class MultiCropImages(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self._readable(index)
+        image = square_resize(self._readable(index), self.image_size, random=True)
         if self.multicrop is None:
-            return {"images": square_resize(image, self.image_size, random=True).round().to(torch.uint8)}
-        crops = self.multicrop(image[None])
+            return {"images": image.round().to(torch.uint8)}
+        crops = self.multicrop(image[None] / 255.0)
         return {"crops": [to_uint8(c[0]) for c in crops]}
 
     def _readable(self, index: int) -> torch.Tensor:
@@ -163,7 +166,7 @@ class DINODataModule(BaseDataModule):
         include_knn_bank: bool = False,
         samples_per_epoch: int | None = None,
         augment: str = "auto",
-        device_image_size: int = 256,
+        image_size: int = 256,
         batch_size: int = 64,
         num_workers: int = 8,
         pin_memory: bool = True,
@@ -188,7 +191,7 @@ class DINODataModule(BaseDataModule):
         self.include_knn_bank = include_knn_bank
         self.samples_per_epoch = samples_per_epoch
         self.augment = augment
-        self.device_image_size = device_image_size
+        self.image_size = image_size
         self.train_set: MultiCropImages | None = None
         self.knn_bank: LabelledImages | None = None
         self.knn_query: LabelledImages | None = None
@@ -249,7 +252,7 @@ class DINODataModule(BaseDataModule):
         multicrop = None if self.augment_on_device else self.multicrop
         log.info("DINO training set: %d images, %d views per epoch, multi-crop on %s", len(source), length,
                  "the device" if multicrop is None else "CPU workers")
-        return MultiCropImages(source, length, multicrop, self.device_image_size)
+        return MultiCropImages(source, length, multicrop, self.image_size)
 
     @staticmethod
     def _paths_of(source: ImageSource) -> list[Path]:

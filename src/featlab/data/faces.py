@@ -19,7 +19,7 @@ With ``root: null`` the data are the deterministic synthetic faces of
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from featlab.data.base import BaseDataModule
-from featlab.data.degradations import VALID_SCALES, Degradation, bicubic_downsample
+from featlab.data.degradations import Degradation
 from featlab.data.face_augment import FaceAugment
 from featlab.data.images import CorruptFileReport, list_class_folders, load_all_rgb
 from featlab.data.synthetic_faces import SyntheticFaceSpec, synthetic_face_root
@@ -102,19 +102,9 @@ class FaceDataset(Dataset):
         return item
 
 
-def make_degrader(scale: int, options: Mapping[str, Any], seed: int | None) -> Callable[..., torch.Tensor]:
-    """The shared :class:`Degradation`, or plain antialiased bicubic for scales it does not list.
-
-    DSR uses scales the SR benchmarks never do (x7 for 16 -> 112); without blur, noise or JPEG
-    the degradation is exactly bicubic downsampling, which works for any integer scale.
-    """
-    if scale in VALID_SCALES or any(options.get(k) is not None for k in DEGRADATION_KEYS):
-        return Degradation(scale, seed=seed, **{k: options.get(k) for k in DEGRADATION_KEYS})
-
-    def bicubic(hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return bicubic_downsample(hr, scale)
-
-    return bicubic
+def make_degrader(scale: int, options: Mapping[str, Any], seed: int | None) -> Degradation:
+    """The shared :class:`Degradation` (any integer scale, e.g. x7 for 16 -> 112)."""
+    return Degradation(scale, seed=seed, **{k: options.get(k) for k in DEGRADATION_KEYS})
 
 
 class FaceIdentityDataModule(BaseDataModule):

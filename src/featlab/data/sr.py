@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from featlab.data.base import BaseDataModule
-from featlab.data.degradations import VALID_SCALES, Degradation
+from featlab.data.degradations import Degradation
 from featlab.data.images import CorruptFileReport, list_images, load_all_rgb
 from featlab.data.samples import center_crop, sample_photos
 from featlab.errors import ConfigError, require, unknown_name
@@ -186,7 +186,7 @@ class SRDataModule(BaseDataModule):
         require(eval_batch_size in (None, 1), "data.eval_batch_size",
                 "benchmark images differ in size, so SR evaluation runs one image per batch; use null or 1")
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed, eval_batch_size=1)
-        require(scale in VALID_SCALES, "data.scale", f"must be one of {VALID_SCALES}, got {scale}")
+        require(isinstance(scale, int) and scale >= 1, "data.scale", f"must be an integer >= 1, got {scale}")
         require(hr_crop > 0, "data.hr_crop", f"must be positive, got {hr_crop}")
         if hr_crop % scale:
             lower, upper = hr_crop - hr_crop % scale, hr_crop - hr_crop % scale + scale

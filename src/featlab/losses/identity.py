@@ -22,7 +22,6 @@ class IdentityLoss(nn.Module):
     def __init__(self, backbone: str = "edgeface_xs_gamma_06", checkpoint: str | None = None,
                  pretrained: bool = True, config_key: str = "loss.identity") -> None:
         super().__init__()
-        self.spec = (backbone, checkpoint, bool(pretrained))
         self.embedder = EdgeFaceEmbedder(backbone, checkpoint, pretrained, config_key=config_key,
                                          name_key=f"{config_key}.backbone")
         if self.embedder.quantized:

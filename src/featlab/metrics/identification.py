@@ -169,6 +169,7 @@ def write_predictions_csv(path: str | Path, result: Identification, names: Seque
     """One row per probe: true id, predicted id (``unknown`` when rejected), similarity, correct."""
 
     def name(label: int) -> str:
+        label = int(label)
         if label == UNKNOWN:
             return UNKNOWN_NAME
         return names[label] if names is not None else str(label)

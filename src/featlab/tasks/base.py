@@ -69,6 +69,8 @@ class FeatlabTask(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warmup = int(sched.pop("warmup_steps", 0) or 0) + int(sched.pop("warmup_epochs", 0) or 0) * steps_per_epoch
+        if self.trainer.fast_dev_run:  # a smoke test of a step or two has no epochs to warm up over
+            warmup = min(warmup, max(0, total - 1))
         milestones = [int(m * total) if m < 1 else int(m) for m in sched.pop("milestones", [])]
         factor = build_lr_lambda(kind, total, warmup, milestones=milestones, **sched)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from featlab.backbones import FeatureExtractor, save_backbone
+from featlab.cli import user_error_in
 from featlab.data.multicrop import MultiCrop, to_float_crops
 from featlab.errors import ConfigError, require
 from featlab.losses.dino import DINOLoss, collapse_flag
@@ -32,6 +33,17 @@ from featlab.tasks.base import FeatlabTask, build, to_plain
 log = logging.getLogger(__name__)
 
 BENCH_INPUTS = ("images", "crops")
+
+
+def build_plainly(cfg: Mapping, **kwargs: Any) -> Any:
+    """``build`` with Hydra's InstantiationException unwrapped, so bad config reads as one line."""
+    try:
+        return build(cfg, **kwargs)
+    except Exception as err:
+        cause = user_error_in(err)
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise
 
 
 class DINOTask(FeatlabTask):
@@ -60,9 +72,9 @@ class DINOTask(FeatlabTask):
                 f"need 0 <= momentum_teacher ({momentum_teacher}) <= momentum_teacher_end ({momentum_teacher_end}) <= 1")
         require(bench_input in BENCH_INPUTS, "task.bench_input", f"must be one of {BENCH_INPUTS}, got {bench_input!r}")
         self.multicrop = MultiCrop(**to_plain(multicrop))
-        self.student: DINOModel = build(net, channels_last=channels_last)
+        self.student: DINOModel = build_plainly(net, channels_last=channels_last)
         # the teacher starts as an exact copy; no drop-path (it only ever provides targets)
-        self.teacher: DINOModel = build(net, channels_last=channels_last, drop_path_rate=0.0)
+        self.teacher: DINOModel = build_plainly(net, channels_last=channels_last, drop_path_rate=0.0)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self._check_crops_fit_backbone()
@@ -70,7 +82,7 @@ class DINOTask(FeatlabTask):
         out_dim = self.student.head.out_dim
         require(loss_cfg.pop("out_dim", out_dim) == out_dim, "loss.out_dim",
                 f"must equal net.out_dim ({out_dim}); leave it unset, the task fills it in")
-        self.loss: DINOLoss = build(loss_cfg, out_dim=out_dim, ncrops=self.multicrop.ncrops)
+        self.loss: DINOLoss = build_plainly(loss_cfg, out_dim=out_dim, ncrops=self.multicrop.ncrops)
         self.base_optim_cfg = dict(self.optim_cfg)
         self.base_scheduler_cfg = dict(self.scheduler_cfg)
         self.momentum_teacher = momentum_teacher

@@ -26,7 +26,7 @@ from torch import nn
 
 from featlab.backbones.edgeface import EdgeFaceEmbedder
 from featlab.callbacks.images import grid_from_columns
-from featlab.errors import ConfigError, require
+from featlab.errors import require
 from featlab.losses.composite import CompositeLoss
 from featlab.losses.identity import IdentityLoss
 from featlab.metrics.identification import (
@@ -47,7 +47,6 @@ from featlab.tasks.base import FeatlabTask, build, to_plain
 log = logging.getLogger(__name__)
 
 PROBE_METHODS = ("dsr", "bicubic", "hr")  # restored probes, the baseline, and the ceiling
-FROZEN_PREFIXES = ("loss.", "recognizer.")
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,14 @@ def clamp_unit(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0.0, 1.0)
 
 
+def gallery_key(method: str, via_dsr: bool) -> str:
+    """Which gallery a probe method is matched against: HR, or with ``gallery_via_dsr`` the gallery
+    restored the same way as the probes (bicubic probes against the bicubic-restored gallery)."""
+    if not via_dsr:
+        return "hr"
+    return "bicubic" if method == "bicubic" else "dsr"
+
+
 class FaceDSRTask(FeatlabTask):
     def __init__(
         self,
@@ -99,7 +106,6 @@ class FaceDSRTask(FeatlabTask):
     ) -> None:
         super().__init__(optim=optim, scheduler=scheduler, channels_last=channels_last, monitor=monitor)
         self.save_hyperparameters()
-        self.strict_loading = False  # checkpoints hold the DSR net only; frozen parts rebuild from config
         self.eval_settings = EvalSettings.from_config(eval)
         # The recogniser first: a missing EdgeFace checkpoint is then reported under the key that
         # the identity loss also follows (task.recognizer.checkpoint).
@@ -128,17 +134,9 @@ class FaceDSRTask(FeatlabTask):
 
     def _share_recognizer(self) -> None:
         """Use one EdgeFace in memory when the identity loss was configured with the same one."""
-        spec = (self.recognizer.name, self.hparams.get("recognizer", {}).get("checkpoint"),
-                bool(self.hparams.get("recognizer", {}).get("pretrained", True)))
         for term in self.loss.terms.values():
-            if isinstance(term, IdentityLoss) and term.spec == spec:
+            if isinstance(term, IdentityLoss) and term.embedder.spec == self.recognizer.spec:
                 term.embedder = self.recognizer
-
-    def configure_optimizers(self):
-        """As the base, but a ``fast_dev_run`` smoke test (one step) has no epochs to warm up over."""
-        if self.trainer.fast_dev_run and self.scheduler_cfg.get("warmup_epochs"):
-            self.scheduler_cfg = {**self.scheduler_cfg, "warmup_epochs": 0}
-        return super().configure_optimizers()
 
     def compile_networks(self) -> None:
         self.net = torch.compile(self.net)
@@ -192,7 +190,8 @@ class FaceDSRTask(FeatlabTask):
         return embed_with_flip(self.recognizer, images, self.eval_settings.use_tta)
 
     def _store(self, key: str, value: torch.Tensor) -> None:
-        self._embeddings.setdefault(key, []).append(value.detach().float())
+        value = value.detach()
+        self._embeddings.setdefault(key, []).append(value.float() if value.is_floating_point() else value)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         lr, hr = self.pair(batch)
@@ -245,7 +244,7 @@ class FaceDSRTask(FeatlabTask):
         probes = self._unique("probe", ["label", *PROBE_METHODS])
         results: dict[str, Identification] = {}
         for method in PROBE_METHODS:
-            reference = gallery["bicubic" if via_dsr and method == "bicubic" else "dsr" if via_dsr else "hr"]
+            reference = gallery[gallery_key(method, via_dsr)]
             results[method] = identify(probes[method], probes["label"], reference, gallery["label"],
                                        settings.threshold)
             suffix = "" if method == "dsr" else f"_{method}"
@@ -268,36 +267,25 @@ class FaceDSRTask(FeatlabTask):
         run_dir = Path(self.trainer.default_root_dir)
         (run_dir / "identification_sweep.md").write_text(table + "\n")
         if settings.plot:
-            path = plot_sweep(sweeps, run_dir / "identification_sweep.png", settings.threshold)
-            self.identification["test/id_sweep_plot"] = str(path)
+            plot_sweep(sweeps, run_dir / "identification_sweep.png", settings.threshold)
         dump = settings.dump_results
         if dump:
             path = run_dir / "identification_predictions.csv" if dump is True else Path(str(dump)).expanduser()
             names = getattr(self.trainer.datamodule, "identity_names", None) or None
             write_predictions_csv(path, results["dsr"], names)
             write_predictions_csv(path.with_name(f"{path.stem}_bicubic{path.suffix}"), results["bicubic"], names)
-            self.identification["test/id_predictions_csv"] = str(path)
+            log.info("identification predictions written to %s", path)
 
     def extra_results(self) -> dict[str, Any]:
         return dict(self.identification)
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the DSR net only (EdgeFace/VGG come from their own files), plus epoch and val PSNR."""
+        """The base stores the resolved config and Lightning the epoch; add the val PSNR it was kept for."""
         super().on_save_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict", {})
-        checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith(FROZEN_PREFIXES)}
         metrics = self.trainer.callback_metrics
-        if "val/psnr" in metrics:  # Lightning stores the epoch itself
+        if "val/psnr" in metrics:
             checkpoint["val_psnr"] = float(metrics["val/psnr"])
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("state_dict", {})
-        expected = [k for k in self.state_dict() if k.startswith("net.")]
-        missing = [k for k in expected if k not in state and k.replace("net.", "net._orig_mod.", 1) not in state]
-        if missing:
-            raise ConfigError("ckpt_path", f"the checkpoint holds no weights for {len(missing)} DSR net parameters "
-                              f"(e.g. {missing[0]}); was it written by this task with the same net config?")
 
     def preview(self, batch: dict) -> torch.Tensor:
         """LR | bicubic | SR | HR for the first faces of the first validation batch."""

@@ -107,6 +107,8 @@ class SlotAttentionTask(FeatlabTask):
                                                           "written by the DINO task (featlab.backbones.save_backbone)")
         self.encoder = create(self.backbone_name, layers=[self.tap_layer], trainable=False, feature_norm="none",
                               config_key="task.backbone", **backbone_cfg)
+        self.backbone_name = self.encoder.name  # the architecture, also when read from a checkpoint
+        self.backbone_checkpoint = backbone_cfg.get("checkpoint")
         channels = int(self.encoder.channels[self.tap_layer])
         if channels != feature_dim and not project_channels:
             raise ConfigError("task.project_channels", f"{self.backbone_name} gives {channels} channels at "
@@ -261,6 +263,7 @@ class SlotAttentionTask(FeatlabTask):
         mean, std = self.normalizer.raw_statistics()
         return {
             "slots/backbone": self.backbone_name,
+            "slots/backbone_checkpoint": self.backbone_checkpoint,
             "slots/tap_layer": self.tap_layer,
             "slots/tap": TAP_DESCRIPTION.get(self.tap_layer, "pre-norm residual stream" if
                                              self.tap_layer.startswith(("block", "feat")) else self.tap_layer),

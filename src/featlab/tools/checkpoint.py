@@ -39,7 +39,7 @@ def _load(path: Path, map_location: str | torch.device) -> Any:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError:
-            log.warning("ckpt_path: '%s' holds non-tensor objects; loading it with weights_only=False", path)
+            log.info("ckpt_path: %s holds non-tensor objects; loading it with weights_only=False", path)
             return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # corrupt / truncated / not a torch file: all the user's to fix
         raise ConfigError(
@@ -74,13 +74,20 @@ def net_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` as an existing file, or a ConfigError naming ``ckpt_path`` (cheap, so tools can
+    validate every argument before loading anything)."""
+    resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        raise ConfigError("ckpt_path", f"checkpoint '{resolved}' does not exist")
+    return resolved
+
+
 def load_net_from_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the checkpoint's network, load its weights, and return ``(net.eval(), hparams)``."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError("ckpt_path", f"checkpoint '{path}' does not exist")
+    path = resolve_checkpoint(path)
     ckpt = _load(path, map_location)
     if not isinstance(ckpt, Mapping):
         raise ConfigError(
@@ -101,18 +108,20 @@ def load_net_from_checkpoint(
         raise ConfigError(
             "ckpt_path", f"'{path}' has no weights under the '{NET_PREFIX}' prefix of state_dict"
         )
-    result = net.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    try:
+        net.load_state_dict(weights, strict=True)
+    except RuntimeError as err:  # missing/unexpected keys or shape mismatches, one per line
+        details = "; ".join(line.strip() for line in str(err).splitlines()[1:4])
         raise ConfigError(
-            "ckpt_path",
-            f"weights in '{path}' do not fit {cfg['_target_']}: "
-            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}",
-        )
+            "ckpt_path", f"weights in '{path}' do not fit {cfg['_target_']}: {details}"
+        ) from err
     hparams.setdefault("scale", getattr(net, "scale", cfg.get("scale")))
     return net.eval(), hparams
 
 
-def save_net_checkpoint(path: str | Path, net_config: Mapping[str, Any], net: nn.Module, **hparams: Any) -> Path:
+def save_net_checkpoint(
+    path: str | Path, net_config: Mapping[str, Any], net: nn.Module, **hparams: Any
+) -> Path:
     """Write a minimal checkpoint in the SISR task's layout (``hyper_parameters['net']`` +
     ``net.``-prefixed weights): for nets trained outside featlab, and for tests of the tools."""
     require("_target_" in net_config, "net", "the network config needs a _target_")
@@ -120,7 +129,9 @@ def save_net_checkpoint(path: str | Path, net_config: Mapping[str, Any], net: nn
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {NET_PREFIX + k: v.detach().cpu() for k, v in net.state_dict().items()}
     scale = hparams.pop("scale", net_config.get("scale"))
-    torch.save({"state_dict": state, "hyper_parameters": {"net": dict(net_config), "scale": scale, **hparams}}, path)
+    torch.save(
+        {"state_dict": state, "hyper_parameters": {"net": dict(net_config), "scale": scale, **hparams}}, path
+    )
     return path
 
 

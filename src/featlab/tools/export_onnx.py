@@ -1,11 +1,14 @@
 """Export a trained SR checkpoint to ONNX with dynamic batch, height and width.
 
-    python -m featlab.tools.export_onnx ckpt_path=run/last.ckpt [output=model.onnx opset=17 exporter=dynamo]
+    python -m featlab.tools.export_onnx ckpt_path=run/last.ckpt [output=model.onnx opset=18 exporter=dynamo]
 
 The default exporter is torch.export-based (``dynamo=True``, the recommended path in torch 2.x;
-it works offline). Its native opset is 18; lower opsets are reached through ONNX's version
-converter. The legacy TorchScript exporter (``exporter=legacy``) also handles every net here
-with dynamic axes and is much faster, but is deprecated. After export the model is run with
+it works offline, with ``Dim.AUTO`` dynamic batch/height/width). Its native opset is 18, hence
+the default; for lower opsets it runs ONNX's version converter, which has no adapter for ``Pad``
+below 18, so nets that pad internally (SwinIR, RRDBNet x1/x2, NAFNet, SCUNet) stay at opset 18
+(the tool prints the opset actually written). The legacy TorchScript exporter
+(``exporter=legacy``) also exports every net here with dynamic axes, at any opset >= 17, and
+is much faster, but torch has deprecated it. After export the model is run with
 onnxruntime on an input whose batch and size differ from the traced one, and the maximum
 absolute difference to PyTorch is printed; exceeding ``atol`` is an error.
 
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featlab.errors import ConfigError, require
+from featlab.errors import require
 from featlab.tools.checkpoint import load_net_from_checkpoint, run_cli
 
 log = logging.getLogger(__name__)
@@ -38,27 +41,20 @@ class ExportArgs:
 
     ckpt_path: str = "???"
     output: str = "model.onnx"
-    opset: int = 17
+    opset: int = 18
     exporter: str = "dynamo"
     verify: bool = True
     atol: float = 1e-3
-
-
-def _in_channels(net: nn.Module) -> int:
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-            return module.in_channels
-    raise ConfigError("ckpt_path", "cannot infer the network's input channels (no convolution found)")
 
 
 def example_input(net: nn.Module, batch: int = 2, extra: int = 0) -> torch.Tensor:
     """A random input sized to exercise the net's internal padding without size-1 dimensions."""
     base = max(8, int(getattr(net, "size_multiple", 1)))
     h, w = 2 * base + 3 + extra, 2 * base + 5 + extra
-    return torch.rand(batch, _in_channels(net), h, w)
+    return torch.rand(batch, int(getattr(net, "in_channels", 3)), h, w)
 
 
-def export_onnx(net: nn.Module, path: str | Path, opset: int = 17, exporter: str = "dynamo") -> Path:
+def export_onnx(net: nn.Module, path: str | Path, opset: int = 18, exporter: str = "dynamo") -> Path:
     """Write ``net`` (eval mode, fp32, CPU) to ``path`` with dynamic batch/height/width axes."""
     require(exporter in EXPORTERS, "exporter", f"must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     path = Path(path).expanduser()
@@ -82,6 +78,14 @@ def export_onnx(net: nn.Module, path: str | Path, opset: int = 17, exporter: str
     return path
 
 
+def written_opset(path: str | Path) -> int:
+    """The default-domain opset stored in an ONNX file (may differ from the one requested)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+
+
 def onnx_max_abs_diff(net: nn.Module, path: str | Path, x: torch.Tensor) -> float:
     """Run the ONNX file with onnxruntime (CPU) and PyTorch on ``x``; max |difference|."""
     import onnxruntime as ort  # optional dependency (extra 'export'); only needed here
@@ -100,7 +104,10 @@ def run(args: ExportArgs) -> Path:
     """Load the checkpoint, export, verify at an untraced batch/size, print the difference."""
     net, _ = load_net_from_checkpoint(args.ckpt_path)
     path = export_onnx(net, args.output, args.opset, args.exporter)
-    print(f"wrote {path} (opset {args.opset}, {args.exporter} exporter, dynamic batch/height/width)")
+    opset = written_opset(path)
+    print(f"wrote {path} (opset {opset}, {args.exporter} exporter, dynamic batch/height/width)")
+    if opset != args.opset:
+        print(f"note: opset {args.opset} was requested; the ONNX version converter could not reach it")
     if args.verify:
         x = example_input(net, batch=3, extra=7)
         diff = onnx_max_abs_diff(net, path, x)

@@ -30,7 +30,7 @@ from typing import Any
 
 from featlab.cli import exit_on_user_error
 from featlab.errors import ConfigError
-from featlab.loggers import MULTIRUN_FILE, override_items, read_launch, short_names, swept_keys
+from featlab.loggers import MULTIRUN_FILE, override_items, override_key, read_launch, short_names, swept_keys
 
 RESULTS_FILE = "results.json"
 HISTORY_FILES = ("csv/metrics.csv", "metrics.csv")
@@ -175,7 +175,7 @@ def expected_grid(launch: Launch) -> list[dict[str, str]]:
     definitions = {str(k): f"{k}={v}" for k, v in launch.params.items()}
     for override in launch.overrides:
         if "=" in override:
-            definitions[override.split("=", 1)[0].lstrip("+~")] = override
+            definitions[override_key(override)] = override
     parser = OverridesParser.create()
     axes: list[list[tuple[str, str]]] = []
     for key in launch.keys:
@@ -203,13 +203,13 @@ def add_missing_jobs(runs: list[RunRecord], launches: Sequence[Launch]) -> list[
 
 
 def study_keys(runs: Sequence[RunRecord], launches: Sequence[Launch]) -> list[str]:
-    """Swept keys: those the launches swept, else the overrides whose values differ between runs."""
+    """Swept keys: those the launches swept, then any other override whose value differs between runs."""
     keys: dict[str, None] = {}
     for launch in launches:
         keys.update(dict.fromkeys(launch.keys))
-    if not keys:
-        all_keys = sorted({k for r in runs for k in r.overrides})
-        keys = dict.fromkeys(k for k in all_keys if len({r.overrides.get(k) for r in runs}) > 1)
+    # several launches (or plain run dirs) may also differ in their fixed overrides: show those too
+    all_keys = sorted({k for r in runs if r.path is not None for k in r.overrides})
+    keys.update(dict.fromkeys(k for k in all_keys if len({r.overrides.get(k) for r in runs if r.path}) > 1))
     return list(keys)
 
 
@@ -231,11 +231,16 @@ def choose_metric(runs: Sequence[RunRecord], metric: str | None, mode: str | Non
     monitor = next((r.config.get("task", {}).get("monitor") for r in runs
                     if isinstance(r.config.get("task"), Mapping) and r.config["task"].get("monitor")), None) or {}
     chosen = metric or monitor.get("metric")
+    present = {k for r in runs if r.ok for k in r.metrics}
+    if not metric and chosen and chosen not in present and chosen.startswith("val/"):
+        # runs too short to validate (max_steps inside the first epoch) still have the test value
+        test_twin = "test/" + chosen.removeprefix("val/")
+        chosen = test_twin if test_twin in present else chosen
     if not chosen:
         finished = [r for r in runs if r.ok and r.metrics]
         chosen = "val/loss" if not finished else sorted(finished[0].metrics)[0]
-    if mode is None:
-        mode = monitor.get("mode") if chosen == monitor.get("metric") else None
+    if mode is None and monitor.get("metric") and chosen.split("/", 1)[-1] == monitor["metric"].split("/", 1)[-1]:
+        mode = monitor.get("mode")  # the monitor's direction holds for its test twin too
     if mode is None:
         mode = "min" if any(word in chosen for word in ("loss", "error", "lpips", "fid")) else "max"
     if mode not in ("min", "max"):
@@ -244,9 +249,12 @@ def choose_metric(runs: Sequence[RunRecord], metric: str | None, mode: str | Non
 
 
 def extra_columns(runs: Sequence[RunRecord], metric: str, limit: int = MAX_EXTRA_COLUMNS) -> list[str]:
-    """Stage-level metrics (``val/x``, ``test/x``; not per-benchmark ``val/set5/x``) next to the main one."""
-    names = {k for r in runs if r.ok for k in r.metrics
+    """Stage-level metrics (``val/x``, ``test/x``; not per-benchmark ``val/set5/x``) that vary between runs."""
+    finished = [r for r in runs if r.ok]
+    names = {k for r in finished for k in r.metrics
              if k != metric and k.split("/", 1)[0] in ("val", "test") and k.count("/") == 1}
+    if len(finished) > 1:  # a column equal in every run (e.g. the bicubic baseline) compares nothing
+        names = {k for k in names if len({fmt(r.metrics.get(k)) for r in finished}) > 1}
     return sorted(names, key=lambda k: (k.split("/", 1)[0] != "test", k))[:limit]
 
 
@@ -257,13 +265,15 @@ def fmt(value: Any, digits: int = 4) -> str:
     return f"{number:.{digits}f}"
 
 
-def best_run(runs: Sequence[RunRecord], metric: str, mode: str) -> RunRecord | None:
+def best_runs(runs: Sequence[RunRecord], metric: str, mode: str) -> list[RunRecord]:
+    """The finished runs with the best value as printed (ties all marked: one star would be arbitrary)."""
     scored = [(r, _number(r.metrics.get(metric))) for r in runs if r.ok]
     scored = [(r, v) for r, v in scored if v is not None]
     if not scored:
-        return None
+        return []
     pick = max if mode == "max" else min
-    return pick(scored, key=lambda rv: rv[1])[0]
+    best = fmt(pick(v for _, v in scored))
+    return [r for r, v in scored if fmt(v) == best]
 
 
 def describe(run: RunRecord, keys: Sequence[str]) -> str:
@@ -405,10 +415,11 @@ def _first_line(text: str | None, limit: int = 200) -> str:
 
 
 def render(runs: Sequence[RunRecord], launches: Sequence[Launch], keys: Sequence[str], metric: str,
-           mode: str, plots: Mapping[str, Path | None], out: Path, sources: Sequence[str]) -> str:
+           mode: str, plots: Mapping[str, Path | None], out: Path, sources: Sequence[str],
+           columns: Sequence[str] | None = None) -> str:
     """The report's markdown: what was compared, the table, the plots and the failures."""
-    best = best_run(runs, metric, mode)
-    columns = extra_columns(runs, metric)
+    best = best_runs(runs, metric, mode)
+    columns = list(columns) if columns else extra_columns(runs, metric)
     names = short_names(list(keys))
     study = next((str(r.config.get("study")) for r in runs if r.config.get("study")), "runs")
     counts = {s: sum(r.status == s for r in runs) for s in sorted({r.status for r in runs})}
@@ -424,15 +435,17 @@ def render(runs: Sequence[RunRecord], launches: Sequence[Launch], keys: Sequence
     commits = sorted({r.git_commit for r in runs if r.git_commit})
     if commits:
         lines.append(f"- Code: {', '.join(f'`{c}`' for c in commits)}")
-    if best is not None:
-        lines.append(f"- **Best: {describe(best, keys)}** ({metric} = {fmt(best.metrics.get(metric))})")
+    if len(best) == 1:
+        lines.append(f"- **Best: {describe(best[0], keys)}** ({metric} = {fmt(best[0].metrics.get(metric))})")
+    elif best:
+        lines.append(f"- **No single best: {len(best)} runs tie** at {metric} = {fmt(best[0].metrics.get(metric))}")
     lines += ["", "## Final metrics", ""]
     header = ["run", *[names[k] for k in keys], "status", metric, *columns,
               "img/s", "step ms", "peak MB", "steps", "time s"]
     rows = []
     for run in runs:
         value = fmt(run.metrics.get(metric)) if run.ok else "—"
-        if run is best:
+        if any(run is b for b in best):
             value = f"**{value}** ★"
         rows.append([
             run.label, *[run.overrides.get(k, "—") for k in keys], run.status if run.ok else f"**{run.status}**",
@@ -441,7 +454,7 @@ def render(runs: Sequence[RunRecord], launches: Sequence[Launch], keys: Sequence
             fmt(run.speed.get("peak_memory_mb"), 0), fmt(run.global_step, 0), fmt(run.wall_time_s, 1),
         ])
     lines += _table(header, rows)
-    lines += ["", "★ best finished run. img/s and step time exclude warm-up steps; peak MB is GPU memory on GPU, "
+    lines += ["", "★ best finished run(s). img/s and step time exclude warm-up steps; peak MB is GPU memory on GPU, "
               "process RSS on CPU."]
     for title, path in plots.items():
         if path is not None:
@@ -454,7 +467,7 @@ def render(runs: Sequence[RunRecord], launches: Sequence[Launch], keys: Sequence
 
 
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None, metric: str | None = None,
-                 mode: str | None = None) -> Path:
+                 mode: str | None = None, columns: Sequence[str] | None = None) -> Path:
     """Build the report for ``paths``; returns the markdown file (PNGs are written beside it)."""
     runs, launches = find_runs(paths)
     runs = add_missing_jobs(runs, launches)
@@ -470,7 +483,8 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None, met
         "Training curves": plot_curves(runs, keys, metric, Path(f"{stem}_curves.png")),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render(runs, launches, keys, metric, mode, plots, out_path, [str(p) for p in paths]))
+    markdown = render(runs, launches, keys, metric, mode, plots, out_path, [str(p) for p in paths], columns)
+    out_path.write_text(markdown)
     return out_path
 
 
@@ -480,12 +494,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="markdown file to write (default: <first dir>/report.md)")
     parser.add_argument("--metric", help="metric to rank by (default: the task's monitor, e.g. val/psnr)")
     parser.add_argument("--mode", choices=("min", "max"), help="whether lower or higher is better")
+    parser.add_argument("--columns", nargs="+", help="metrics to show beside the ranked one "
+                        "(default: val/ and test/ metrics that differ between runs)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
-    path = exit_on_user_error(lambda: write_report(args.runs, args.out, args.metric, args.mode))
+    path = exit_on_user_error(lambda: write_report(args.runs, args.out, args.metric, args.mode,
+                                                                args.columns))
     print(path)
     return path
 

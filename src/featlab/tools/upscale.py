@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from featlab.data.images import IMAGE_EXTENSIONS, list_images, load_rgb
 from featlab.errors import ConfigError, require
-from featlab.tools.checkpoint import load_net_from_checkpoint, run_cli
+from featlab.tools.checkpoint import load_net_from_checkpoint, resolve_checkpoint, run_cli
 from featlab.tools.tiled import tiled_forward
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def input_images(path: Path) -> tuple[Path, list[Path]]:
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """uint8 ``(H, W, 3)`` -> float ``(1, 3, H, W)`` in [0, 1]."""
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
 def to_image(sr: torch.Tensor) -> Image.Image:
@@ -82,11 +82,12 @@ def to_image(sr: torch.Tensor) -> Image.Image:
 
 def upscale(args: UpscaleArgs) -> list[Path]:
     """Upscale every input image; returns the written paths."""
+    resolve_checkpoint(args.ckpt_path)
     root, files = input_images(Path(args.input).expanduser())
     device = resolve_device(args.device)
     net, hparams = load_net_from_checkpoint(args.ckpt_path, map_location="cpu")
     net = net.to(device)
-    scale = int(hparams["scale"])
+    scale = int(getattr(net, "scale", None) or hparams["scale"])  # the net's own scale is the truth
     out_dir = Path(args.output).expanduser()
     written = []
     for file in files:

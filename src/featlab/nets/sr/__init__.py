@@ -2,11 +2,11 @@
 
 Every network is ``Net(scale, in_channels=3, out_channels=3, **arch)`` and maps an RGB batch in
 [0, 1] of any size ``(B, C, h, w)`` to ``(B, C, h * scale, w * scale)``; restoration nets
-(NAFNet, SCUNet) only accept ``scale=1``. Each class lists ``supported_scales``; each
-instance has ``scale`` and ``size_multiple`` (the input is padded internally to a multiple of it
-and the output cropped back; tools use it to pick export/tiling sizes). Hydra configs instantiate the classes directly
-(``conf/net/<name>.yaml``); :func:`build_sr_net` is the by-name entry for code and tests.
-"""
+(NAFNet, SCUNet) only accept ``scale=1``. Each class lists ``supported_scales``; each instance
+has ``scale``, ``in_channels`` and ``size_multiple`` (the input is padded internally to a
+multiple of it and the output cropped back; tools use it to pick export and tiling sizes).
+Hydra configs instantiate the classes directly (``conf/net/<name>.yaml``); :func:`build_sr_net`
+is the by-name entry for code and tests."""
 
 from __future__ import annotations
 

@@ -45,7 +45,9 @@ class MeanShift(nn.Module):
 
     def __init__(self, mean: Sequence[float], sign: int) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        # a constant from the config, not a learned weight: kept out of checkpoints
+        mean_t = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("mean", mean_t, persistent=False)
         self.sign = float(sign)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,10 +108,10 @@ class LayerNorm2d(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
+        self.channels, self.eps = channels, eps  # a Python int: traced exporters need it static
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
 
 

@@ -42,6 +42,7 @@ class EDSR(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("EDSR", scale, self.supported_scales)
+        self.in_channels = in_channels
         self.sub_mean = MeanShift(channel_mean(in_channels, rgb_mean), sign=-1)
         self.add_mean = MeanShift(channel_mean(out_channels, rgb_mean), sign=+1)
         self.head = conv3x3(in_channels, n_feats)

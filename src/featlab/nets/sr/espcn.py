@@ -27,6 +27,7 @@ class ESPCN(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("ESPCN", scale, self.supported_scales)
+        self.in_channels = in_channels
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, n_feats, 5, padding=2),
             nn.Tanh(),

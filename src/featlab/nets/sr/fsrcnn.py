@@ -37,6 +37,7 @@ class FSRCNN(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("FSRCNN", scale, self.supported_scales)
+        self.in_channels = in_channels
         layers = _conv_prelu(in_channels, d, 5) + _conv_prelu(d, s_feats, 1)
         for _ in range(m):
             layers += _conv_prelu(s_feats, s_feats, 3)

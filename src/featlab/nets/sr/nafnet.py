@@ -74,6 +74,7 @@ class NAFNet(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("NAFNet", scale, self.supported_scales)
+        self.in_channels = in_channels
         enc_blocks, dec_blocks = tuple(enc_blocks), tuple(dec_blocks)  # Hydra passes ListConfig
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError(

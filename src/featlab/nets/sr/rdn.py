@@ -50,6 +50,7 @@ class RDN(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("RDN", scale, self.supported_scales)
+        self.in_channels = in_channels
         self.sfe1 = conv3x3(in_channels, n_feats)
         self.sfe2 = conv3x3(n_feats, n_feats)
         self.blocks = nn.ModuleList(ResidualDenseBlock(n_feats, growth, n_layers) for _ in range(n_blocks))

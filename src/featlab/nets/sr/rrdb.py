@@ -68,6 +68,7 @@ class RRDBNet(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("RRDBNet", scale, self.supported_scales)
+        self.in_channels = in_channels
         self.fold = 4 // scale  # pixel-unshuffle factor: 4 for x1, 2 for x2, 1 for x4
         self.size_multiple = self.fold
         self.conv_first = conv3x3(in_channels * self.fold**2, n_feats)

@@ -76,6 +76,7 @@ class SCUNet(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("SCUNet", scale, self.supported_scales)
+        self.in_channels = in_channels
         config = tuple(config)  # Hydra passes ListConfig
         if len(config) != 7:
             raise ValueError(f"config needs 7 entries (3 down, body, 3 up), got {list(config)}")

@@ -34,6 +34,7 @@ class SRCNN(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("SRCNN", scale, self.supported_scales)
+        self.in_channels = in_channels
         k1, k2, k3 = kernel_sizes
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, n_feats, k1, padding=k1 // 2),

@@ -69,6 +69,7 @@ class SwinIR(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_scale("SwinIR", scale, self.supported_scales)
+        self.in_channels = in_channels
         depths, num_heads = tuple(depths), tuple(num_heads)  # Hydra passes ListConfig
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")

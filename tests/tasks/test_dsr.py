@@ -1,0 +1,80 @@
+"""The face DSR task: a tiny overfit, then the real entry point on the embedded synthetic faces."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+
+from featlab.metrics.identification import CSV_COLUMNS
+from featlab.tasks.dsr import FaceDSRTask
+
+TINY = "edgeface_tiny_test"
+TINY_RUN = ["task.recognizer.name=edgeface_tiny_test", "net.base_channels=8", "net.residual_blocks=1",
+            "data.batch_size=4", "data.eval_batch_size=8"]
+
+
+def tiny_task(identity_weight: float = 0.35) -> FaceDSRTask:
+    return FaceDSRTask(
+        net={"_target_": "featlab.nets.dsr.DSRNet", "scale": 4, "base_channels": 8, "residual_blocks": 1},
+        loss={"pixel": {"_target_": "featlab.losses.pixel.PixelLoss", "kind": "l1", "weight": 1.0},
+              "identity": {"_target_": "featlab.losses.identity.IdentityLoss", "backbone": TINY,
+                           "pretrained": False, "weight": identity_weight}},
+        recognizer={"name": TINY, "pretrained": False},
+        channels_last=False,
+    )
+
+
+def test_loss_decreases_on_a_tiny_overfit_and_edgeface_is_shared():
+    torch.manual_seed(0)
+    task = tiny_task()
+    assert task.loss.terms["identity"].embedder is task.recognizer  # one EdgeFace in memory
+    hr = torch.rand(2, 3, 32, 32)
+    lr = torch.nn.functional.avg_pool2d(hr, 4)
+    optimizer = torch.optim.Adam(task.net.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(15):
+        total, terms = task.loss(task(lr), hr)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        losses.append(total.item())
+    assert losses[-1] < 0.7 * losses[0]
+    assert set(terms) == {"pixel", "identity"}
+    assert all(p.grad is None for p in task.recognizer.parameters())
+
+
+def test_train_run_on_the_embedded_default(train_run, tmp_path):
+    dump = tmp_path / "preds.csv"
+    results, run_dir = train_run(["experiment=dsr_identity", "pretrained=false", "trainer.fast_dev_run=true",
+                                  "data.batch_size=4", "data.eval_batch_size=4", f"dump_results={dump}",
+                                  "use_tta=true"])
+    assert results["status"] == "finished", results["error"]
+    metrics = results["metrics"]
+    for key in ("test/id_accuracy", "test/id_unknown_rate", "test/id_wrong_rate", "test/id_accuracy_bicubic",
+                "test/id_accuracy_hr", "test/psnr", "test/psnr_bicubic", "val/psnr", "val/id_cos"):
+        assert key in metrics, key
+    total = metrics["test/id_accuracy"] + metrics["test/id_unknown_rate"] + metrics["test/id_wrong_rate"]
+    assert abs(total - 1.0) < 1e-6
+    assert [row["threshold"] for row in metrics["test/id_sweep"]["dsr"]] == [0.25, 0.3, 0.35, 0.4, 0.45]
+    assert metrics["test/id_tta"] is True
+    assert (run_dir / "identification_sweep.png").exists() and (run_dir / "identification_sweep.md").exists()
+    with dump.open() as handle:
+        rows = list(csv.reader(handle))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1 + int(metrics["test/id_probes"])
+    assert dump.with_name("preds_bicubic.csv").exists()
+
+
+def test_best_checkpoint_keeps_epoch_psnr_and_config_then_tests_via_dsr_gallery(train_run):
+    results, run_dir = train_run(["experiment=dsr_identity", "pretrained=false", "loss=l1", *TINY_RUN,
+                                  "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                                  "trainer.limit_val_batches=1", "task.scheduler.warmup_epochs=0",
+                                  "gallery_via_dsr=true"])
+    assert results["status"] == "finished", results["error"]
+    best = results["best_checkpoint"]["path"]
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    assert checkpoint["epoch"] == 0
+    assert abs(checkpoint["val_psnr"] - results["best_checkpoint"]["score"]) < 1e-4
+    assert checkpoint["featlab_config"]["task"]["eval"]["threshold"] == 0.35
+    assert "test/id_accuracy" in results["metrics"]  # tested from the best checkpoint
+    assert results["metrics"]["test/id_gallery_via_dsr"] is True

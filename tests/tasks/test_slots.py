@@ -1,0 +1,127 @@
+"""The slot-attention task: projection rule, frozen statistics, gradients, a tiny overfit, a full run."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from featlab.backbones import create, save_backbone
+from featlab.data.scenes import SceneDataModule
+from featlab.errors import ConfigError
+from featlab.tasks.slots import SlotAttentionTask
+
+TINY_BACKBONE = {"name": "vit_tiny_test", "layer": "last", "pretrained": False}  # 32 channels, 4x4 grid at 64 px
+TINY_SLOTS = {"num_slots": 3, "slot_dim": 16, "iterations": 2, "mlp_hidden": 32, "input_mlp_hidden": 32}
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models: one thread avoids intra-op sync costs on a shared, oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_task(**overrides) -> SlotAttentionTask:
+    torch.manual_seed(0)
+    kwargs = dict(backbone=TINY_BACKBONE, grid_size=4, feature_dim=32, slots=TINY_SLOTS,
+                  decoder={"hidden_dims": [32]}, stats_batches=2, optim={"name": "adam", "lr": 2e-3})
+    return SlotAttentionTask(**{**kwargs, **overrides})
+
+
+def tiny_data(**overrides) -> SceneDataModule:
+    kwargs = dict(image_size=32, num_train=8, num_val=2, num_test=2, batch_size=4, num_workers=0)
+    return SceneDataModule(**{**kwargs, **overrides})
+
+
+def test_projection_exists_only_where_channels_differ():
+    assert tiny_task(feature_dim=32).projection is None  # backbone width == slot input width
+    projected = tiny_task(feature_dim=24)
+    assert isinstance(projected.projection, torch.nn.Conv2d)
+    assert (projected.projection.in_channels, projected.projection.out_channels) == (32, 24)
+    assert projected.decoder.feature_dim == 32  # the target is the backbone's own (normalised) features
+    with pytest.raises(ConfigError, match=r"^task.project_channels: vit_tiny_test gives 32 channels"):
+        tiny_task(feature_dim=24, project_channels=False)
+
+
+def test_bad_backbone_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="task.backbone.checkpoint"):
+        tiny_task(backbone={"name": "checkpoint"})
+    with pytest.raises(ConfigError, match="task.backbone.name"):
+        tiny_task(backbone={"name": "dinov9"})
+    with pytest.raises(ConfigError, match="task.feature_norm"):
+        tiny_task(feature_norm="batchnorm")
+
+
+def test_suite_trained_backbone_loads_from_its_checkpoint(tmp_path):
+    """A DINO run saves its backbone with save_backbone; the slots task reads it by name=checkpoint."""
+    fx = create("vit_tiny_test", layers=["last"], pretrained=False)
+    path = save_backbone(fx, tmp_path / "dino_backbone.pt")
+    task = tiny_task(backbone={"name": "checkpoint", "checkpoint": str(path), "layer": "last"})
+    assert task.backbone_name == "vit_tiny_test"
+    for name, value in fx.model.state_dict().items():
+        assert torch.equal(task.encoder.model.state_dict()[name], value)
+
+
+class RecordStatistics(L.Callback):
+    def on_train_start(self, trainer, task):
+        self.mean = task.normalizer.stats.mean.clone()
+        self.std = task.normalizer.stats.std.clone()
+        self.encoder = {k: v.clone() for k, v in task.encoder.state_dict().items()}
+
+
+def test_standardize_statistics_are_estimated_once_and_stay_frozen(tmp_path):
+    task, record = tiny_task(), RecordStatistics()
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[record], default_root_dir=str(tmp_path))
+    trainer.fit(task, datamodule=tiny_data())
+    assert task.normalizer.is_frozen and float(task.normalizer.stats.count) == 8 * 16  # 2 batches x 4 images x 4x4
+    assert not torch.allclose(record.std, torch.ones_like(record.std))  # estimated from data
+    assert torch.equal(task.normalizer.stats.mean, record.mean) and torch.equal(task.normalizer.stats.std, record.std)
+    for name, value in task.encoder.state_dict().items():  # the backbone is frozen
+        assert torch.equal(value, record.encoder[name]), name
+    assert (tmp_path / "slots" / "history.png").exists()
+
+    state = task.state_dict()
+    reloaded = tiny_task()
+    reloaded.load_state_dict(state)  # statistics travel with checkpoints, still frozen
+    assert reloaded.normalizer.is_frozen and torch.equal(reloaded.normalizer.stats.std, record.std)
+
+
+def test_gradients_reach_the_slot_model_only_and_the_loss_drops_on_a_tiny_overfit():
+    task = tiny_task(feature_dim=24, slots={**TINY_SLOTS, "init": "learned"})  # with a projection, which must learn too
+    dm = tiny_data(num_train=4)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    task.normalizer.update(task.encode(batch["image"]))
+    task.normalizer.freeze(sync=False)
+    optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(50):
+        loss = task.run_batch(batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        if not losses:
+            assert all(p.grad is None for p in task.encoder.parameters())
+            for module in (task.projection, task.slot_attention, task.decoder):
+                assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]  # about 0.5x in practice
+
+
+def test_fast_dev_run_slots_dinov2(train_run):
+    results, run_dir = train_run(["experiment=slots_dinov2", "pretrained=false", "trainer.fast_dev_run=true",
+                                  "data.batch_size=2"])
+    assert results["status"] == "finished", results["error"]
+    metrics = results["metrics"]
+    for key in ("test/fg_ari", "test/mbo", "test/loss", "eval_train/loss", "test/gap", "val/loss",
+                "test/proxy_slot_colour_std", "features/raw_std"):
+        assert key in metrics, key
+    assert metrics["test/gap"] == pytest.approx(metrics["test/loss"] - metrics["eval_train/loss"], abs=1e-5)
+    assert metrics["slots/backbone"] == "dinov2_vits14" and metrics["slots/tap_layer"] == "last"
+    assert metrics["slots/native_grid"] == "16x16" and metrics["slots/projection"] is False
+    assert (run_dir / "slots" / "test_slots.png").exists() and (run_dir / "images").is_dir()

@@ -1,0 +1,139 @@
+"""Loggers: W&B runs of a multirun are grouped per launch, named and tagged by their swept values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import OmegaConf
+
+from featlab.config import compose
+from featlab.loggers import (
+    build_loggers,
+    finish_wandb,
+    flatten,
+    hydra_sweep_identity,
+    job_name,
+    short_names,
+    sweep_identity_for,
+    swept_keys,
+    wandb_mode,
+)
+
+LAUNCH = ["+sweep=sisr_loss_weight", "data.hr_crop=48,96", "net=espcn"]
+JOB = ["loss.perceptual.weight=0.5", "data.hr_crop=96", "+sweep=sisr_loss_weight", "net=espcn"]
+
+
+def test_swept_keys_are_params_and_command_line_sweeps_with_the_command_line_winning():
+    params = {"loss.perceptual.weight": "0.05,0.18,0.5", "sweep_grid.depth": "mid,last"}
+    launch = ["+sweep=x", "sweep_grid.depth=last", "data.hr_crop=range(32,65,32)", "loss.perceptual.layers=[a,b]",
+              "+seed=1,2"]
+    assert swept_keys(params, launch) == ["loss.perceptual.weight", "data.hr_crop", "seed"]
+
+
+def test_job_names_use_the_shortest_unambiguous_key_suffix():
+    keys = ["loss.perceptual.weight", "loss.pixel.weight", "data.hr_crop", "experiment"]
+    assert short_names(keys) == {"loss.perceptual.weight": "perceptual.weight", "loss.pixel.weight": "pixel.weight",
+                                 "data.hr_crop": "hr_crop", "experiment": "experiment"}
+    assert job_name({"loss.perceptual.backbone": "dino_vits16", "loss.perceptual.layers": "[feat2, last]"}) == \
+        "backbone=dino_vits16,layers=[feat2,_last]"
+
+
+def test_identity_from_a_sweep_dir_reads_its_multirun_yaml(tmp_path):
+    sweep_dir = tmp_path / "multirun-20250101-120000"
+    sweep_dir.mkdir()
+    OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": {"loss.perceptual.weight": "0.05,0.5"}},
+                                               "overrides": {"task": LAUNCH}}}), sweep_dir / "multirun.yaml")
+    identity = sweep_identity_for("sisr_loss_weight", sweep_dir, JOB, job_num=3)
+    assert identity.group == "sisr_loss_weight-20250101-120000"
+    assert identity.name == "weight=0.5,hr_crop=96"
+    assert identity.tags == ["loss.perceptual.weight=0.5", "data.hr_crop=96"]
+    assert identity.flat_config() == {"sweep.group": "sisr_loss_weight-20250101-120000",
+                                      "sweep.keys": "loss.perceptual.weight,data.hr_crop", "sweep.job_num": 3}
+
+
+@pytest.fixture
+def in_multirun_job(tmp_path):
+    """HydraConfig as a multirun job sees it (set by Hydra's launcher in a real run), reset afterwards."""
+    sweep_dir = tmp_path / "runs" / "multirun-20250101-120000"
+    sweep_dir.mkdir(parents=True)
+    launch = compose([*LAUNCH[:1], "data.hr_crop=48", f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
+    launch.hydra.overrides.task = LAUNCH
+    OmegaConf.save(launch, sweep_dir / "multirun.yaml")
+    job = compose([*JOB, f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
+    job.hydra.overrides.task = JOB
+    job.hydra.job.num = 1
+    HydraConfig.instance().set_config(job)
+    try:
+        yield job
+    finally:
+        HydraConfig.instance().cfg = None  # later tests must not believe they run inside a multirun
+
+
+def test_hydra_multirun_job_identity(in_multirun_job):
+    identity = hydra_sweep_identity("sisr_loss_weight")
+    assert identity is not None
+    assert (identity.group, identity.name, identity.job_num) == (
+        "sisr_loss_weight-20250101-120000", "weight=0.5,hr_crop=96", 1)
+
+
+def test_no_identity_outside_a_multirun():
+    assert hydra_sweep_identity("study") is None
+
+
+def test_offline_wandb_run_is_named_grouped_tagged_and_summarised_from_the_sweep(in_multirun_job, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run_dir = tmp_path / "job"
+    loggers = build_loggers(run_dir, wandb={"enabled": True, "mode": "offline", "project": "featlab-test"},
+                            run_name="+sweep=sisr_loss_weight,loss.perceptual.weight=0.5,...",
+                            group="sisr_loss_weight", tags=["sisr_loss_weight", "net=espcn"],
+                            flat_config=flatten({"loss": {"perceptual": {"weight": 0.5}}, "study": "sisr_loss_weight"}))
+    assert isinstance(loggers[0], CSVLogger)
+    experiment = loggers[1].experiment
+    assert experiment.name == "weight=0.5,hr_crop=96"
+    assert experiment.group == "sisr_loss_weight-20250101-120000"
+    assert list(experiment.tags) == ["loss.perceptual.weight=0.5", "data.hr_crop=96", "sisr_loss_weight",
+                                     "net=espcn"]
+    assert experiment.config["loss.perceptual.weight"] == 0.5
+    assert experiment.config["sweep.keys"] == "loss.perceptual.weight,data.hr_crop"
+    (run_dir / "results.json").write_text(json.dumps({"status": "finished", "metrics": {"val/psnr": 21.5},
+                                                      "speed": {"images_per_s": 3.0}, "config": {"x": 1}}))
+    command = finish_wandb(loggers)
+    assert command is not None and command.startswith("wandb sync /")
+    offline_dir = Path(command.split(" ", 2)[2])
+    assert offline_dir.is_dir() and offline_dir.parent == (run_dir / "wandb").resolve()
+    record = next(offline_dir.glob("*.wandb")).read_bytes()  # protobuf records: strings are stored verbatim
+    for text in (b"weight=0.5,hr_crop=96", b"sisr_loss_weight-20250101-120000", b"data.hr_crop=96",
+                 b"results.metrics.val/psnr", b"results.speed.images_per_s"):
+        assert text in record, text
+
+
+def test_wandb_auto_mode_is_offline_without_credentials(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    assert wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode("auto") == "online"
+    assert wandb_mode("disabled") == "disabled"
+
+
+def test_csv_only_when_wandb_is_off(tmp_path):
+    loggers = build_loggers(tmp_path, csv=True, wandb=None)
+    assert [type(logger).__name__ for logger in loggers] == ["CSVLogger"]
+
+
+def test_finish_wandb_leaves_the_run_to_rank_zero(monkeypatch):
+    class WandbLogger:  # named like Lightning's: finish_wandb must not touch it on rank 1
+        @property
+        def experiment(self):
+            raise AssertionError("rank 1 has no W&B run")
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    assert finish_wandb([WandbLogger()]) is None
