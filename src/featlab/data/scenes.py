@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from featlab.data.base import BaseDataModule, seeded_split
 from featlab.data.images import IMAGE_EXTENSIONS, list_images, load_rgb, resolve_folder
@@ -256,8 +256,3 @@ class SceneDataModule(BaseDataModule):
 
     def predict_dataloader(self):
         return self.make_loader(self.datasets["test"], train=False)
-
-    def subset(self, split: str, count: int) -> Dataset:
-        """The first ``count`` items of a split (for previews and the statistics pass)."""
-        dataset = self.datasets[split]
-        return Subset(dataset, range(min(count, len(dataset))))  # type: ignore[arg-type]

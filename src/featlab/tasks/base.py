@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from featlab.errors import ConfigError
 from featlab.optim import build_lr_lambda, build_optimizer
 
 
@@ -101,7 +102,8 @@ class FeatlabTask(L.LightningModule):
     # -- benchmarking -------------------------------------------------------------------------
     def synthetic_batch(self, batch_size: int, device: torch.device, **kwargs: Any) -> Any:
         """A random batch shaped like the training batches, for the bench tool."""
-        raise NotImplementedError(f"{type(self).__name__} does not define synthetic_batch for the bench tool")
+        raise ConfigError("experiment", f"{type(self).__name__} has no synthetic batches, so the bench tool "
+                                        "cannot run it; choose an experiment of another task")
 
     def bench_step(self, batch: Any, optimizer: torch.optim.Optimizer, step: int) -> torch.Tensor:
         """One full training step outside the Trainer: forward, loss, backward, clipping, update.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ def with_bench_group(overrides: list[str]) -> list[str]:
 
 
 def run_bench(overrides: list[str]) -> list[BenchResult]:
+    # Tasks log from training_step; outside a Trainer that is a no-op, and the warning is noise here.
+    warnings.filterwarnings("ignore", message=".*self.log.*trainer.*")
     base_cfg = compose(with_bench_group(overrides))
     bench = base_cfg.bench
     device = resolve_device(str(bench.device))
