@@ -33,11 +33,15 @@ class ChannelStandardizer(nn.Module):
 
     Sums are float64 buffers so long accumulations stay exact enough; after :meth:`freeze` the
     float32 ``mean``/``std`` buffers are used and never change again (they travel in state dicts).
+    Each std is floored at ``min_std_fraction`` of the median channel std: channels that (almost)
+    never vary on the training set carry no information, and dividing by their ~0 std turns any
+    test-time activity into huge values (EfficientNet's ReLU6 head has such dead channels).
     """
 
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+    def __init__(self, channels: int, eps: float = 1e-6, min_std_fraction: float = 0.1) -> None:
         super().__init__()
         self.eps = eps
+        self.min_std_fraction = min_std_fraction
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("sum", torch.zeros(channels, dtype=torch.float64))
         self.register_buffer("sumsq", torch.zeros(channels, dtype=torch.float64))
@@ -69,7 +73,8 @@ class ChannelStandardizer(nn.Module):
         mean = self.sum / self.count
         var = (self.sumsq / self.count - mean.square()).clamp_min(0.0)
         self.mean.copy_(mean)
-        self.std.copy_((var + self.eps).sqrt())
+        std = (var + self.eps).sqrt()
+        self.std.copy_(std.clamp_min(self.min_std_fraction * float(std.median())))
         self.frozen_flag.fill_(True)
         self.frozen = True
 

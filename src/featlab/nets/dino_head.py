@@ -32,6 +32,7 @@ class DINOHead(nn.Module):
         hidden_dim: int = 1024,
         bottleneck_dim: int = 256,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ) -> None:
         super().__init__()
         in_dim = positive_int(in_dim, "net.backbone")
@@ -40,9 +41,12 @@ class DINOHead(nn.Module):
         # a softmax over fewer than two prototypes is constant and carries no training signal
         self.out_dim = out_dim = positive_int(out_dim, "net.out_dim", minimum=2)
         self.norm_last_layer = norm_last_layer
+        # use_bn (DINO's use_bn_in_head): BatchNorm after the hidden layers removes the component
+        # all images share, which keeps tiny models on small data from mapping everything to one output
+        norm = (lambda: nn.BatchNorm1d(hidden_dim)) if use_bn else nn.Identity
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.GELU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+            nn.Linear(in_dim, hidden_dim), norm(), nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim), norm(), nn.GELU(),
             nn.Linear(hidden_dim, bottleneck_dim),
         )
         self.mlp.apply(_init_linear)

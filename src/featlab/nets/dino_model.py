@@ -37,6 +37,7 @@ class DINOModel(nn.Module):
         hidden_dim: int = 1024,
         bottleneck_dim: int = 256,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
         drop_path_rate: float = 0.0,
         channels_last: bool = False,
         backbone_kwargs: Mapping[str, Any] | None = None,
@@ -55,7 +56,7 @@ class DINOModel(nn.Module):
         fx = create(backbone, layers=["last"], pretrained=pretrained, checkpoint=checkpoint, trainable=True,
                     resize=False, config_key="net", **kwargs)
         head = DINOHead(fx.embed_dim, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
-                        norm_last_layer=norm_last_layer)
+                        norm_last_layer=norm_last_layer, use_bn=use_bn)
         if channels_last:
             fx.to(memory_format=torch.channels_last)
         return cls(fx, head, channels_last=channels_last and fx.family != "vit")

@@ -137,17 +137,16 @@ class FeatureNormalizer(nn.Module):
 
     Channel sums of the *raw* features are accumulated in every mode (:meth:`update`) because the
     backbone comparison reports each backbone's raw mean/std; :meth:`freeze` all-reduces the sums
-    across DDP ranks and fixes mean/std for good, with each std floored at ``min_std_fraction`` of
-    the median channel std (dead channels would otherwise blow up unseen data). The statistics are buffers of the backbone layer's
-    :class:`ChannelStandardizer`, so they travel with checkpoints.
+    across DDP ranks and fixes mean/std for good (dead channels' std floored, see
+    :class:`ChannelStandardizer`, whose buffers also carry the statistics in checkpoints).
     """
 
     def __init__(self, channels: int, mode: str = "standardize", min_std_fraction: float = 0.1) -> None:
         super().__init__()
         if mode not in FEATURE_NORMS:
             raise unknown_name("task.feature_norm", mode, FEATURE_NORMS, "feature normalisation")
-        self.mode, self.channels, self.min_std_fraction = mode, channels, min_std_fraction
-        self.stats = ChannelStandardizer(channels)
+        self.mode, self.channels = mode, channels
+        self.stats = ChannelStandardizer(channels, min_std_fraction=min_std_fraction)
 
     @property
     def is_frozen(self) -> bool:
@@ -165,11 +164,6 @@ class FeatureNormalizer(nn.Module):
         if self.is_frozen:
             return
         self.stats.freeze(sync=sync)
-        # Channels that (almost) never vary on the training set carry no information, and dividing
-        # by their ~0 std turns any test-time activity into huge values (EfficientNet's ReLU6 head
-        # has such dead channels): floor the std at a fraction of the median channel std.
-        floor = self.min_std_fraction * float(self.stats.std.median())
-        self.stats.std.clamp_(min=floor)
 
     def raw_statistics(self) -> tuple[float, float]:
         """Global mean and std of the raw features over every channel and position seen."""
