@@ -46,7 +46,7 @@ def test_knn_split_is_disjoint_complete_and_labelled():
     bank, query = datamodule().knn_datasets()
     assert len(bank) + len(query) == 30 and len(query) == 9
     image, label, index = query[0]
-    assert image.shape == (3, 24, 24) and 0.0 <= image.min() and image.max() <= 1.0 and 0 <= label < 10
+    assert image.shape == (3, 24, 24) and image.min() >= 0.0 and image.max() <= 1.0 and 0 <= label < 10
     bank_images = {bank[i][0].sum().item() for i in range(len(bank))}
     assert not any(query[i][0].sum().item() in bank_images for i in range(len(query)))
 

@@ -97,9 +97,6 @@ def bench_variant(name: str, cfg: DictConfig, bench: DictConfig, device: torch.d
     step_s = elapsed / int(bench.steps)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     peak_flops = device_peak_flops(device)
-    del task, optimizer, batch
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return BenchResult(name, images / step_s, step_s * 1000, peak, flops / 1e12,
                        (flops / step_s) / peak_flops if peak_flops else None)
 
@@ -140,6 +137,8 @@ def run_bench(overrides: list[str]) -> list[BenchResult]:
             raise unknown_name("bench.variants", name, presets.keys(), "bench variant")
         cfg = compose(with_bench_group([*overrides, *presets[name]]))
         results.append(bench_variant(name, cfg, bench, device))
+        if device.type == "cuda":  # the variant's model and optimiser are out of scope now
+            torch.cuda.empty_cache()
         print(f"  {name}: {results[-1].images_per_s:.1f} img/s", file=sys.stderr)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     table = format_table(results)
