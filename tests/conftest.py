@@ -18,6 +18,18 @@ FAST = ["trainer=cpu", "logger=csv", "trainer.enable_progress_bar=false", "data.
 
 
 @pytest.fixture
+def single_thread():
+    """Tiny tensors: a second OpenMP thread only spin-waits on a shared 2-core machine.
+
+    Modules of tiny-op tests opt in with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def train_run(tmp_path: Path) -> Callable[..., tuple[dict, Path]]:
     """``train_run([overrides]) -> (results, run_dir)``: featlab.train.run in a temp folder."""
     from featlab.config import compose

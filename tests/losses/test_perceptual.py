@@ -8,14 +8,7 @@ import torch
 from featlab.errors import ConfigError
 from featlab.losses.perceptual import PerceptualLoss
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: a second OpenMP thread only spin-waits on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _loss(**kwargs) -> PerceptualLoss:

@@ -9,14 +9,7 @@ from featlab.errors import ConfigError
 from featlab.losses.pixel import PixelLoss
 from featlab.losses.tv import TVLoss
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: a second OpenMP thread only spin-waits on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_pixel_losses_match_definitions() -> None:

@@ -9,14 +9,7 @@ from featlab.errors import ConfigError
 from featlab.nets.decoders import MLPBroadcastDecoder
 from featlab.nets.slot_attention import FeatureNormalizer, SlotAttention
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny ops: one thread avoids intra-op sync costs on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_slot_attention(init: str = "sampled") -> SlotAttention:

@@ -15,13 +15,7 @@ TINY_BACKBONE = {"name": "vit_tiny_test", "layer": "last", "pretrained": False} 
 TINY_SLOTS = {"num_slots": 3, "slot_dim": 16, "iterations": 2, "mlp_hidden": 32, "input_mlp_hidden": 32}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models: one thread avoids intra-op sync costs on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_task(**overrides) -> SlotAttentionTask:
