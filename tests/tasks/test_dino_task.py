@@ -28,8 +28,9 @@ def tiny_task(net=None, multicrop=None, loss=None, **kwargs) -> DINOTask:
 
 
 def fake_trainer(**kw) -> SimpleNamespace:
-    base = {"estimated_stepping_batches": 100, "max_epochs": 10, "world_size": 2, "global_step": 0,
-            "current_epoch": 0, "fast_dev_run": False, "datamodule": SimpleNamespace(batch_size=64)}
+    base = {"estimated_stepping_batches": 100, "num_training_batches": 10, "accumulate_grad_batches": 1,
+            "max_epochs": 10, "world_size": 2, "global_step": 0, "current_epoch": 0, "fast_dev_run": False,
+            "precision": "32-true", "datamodule": SimpleNamespace(batch_size=64)}
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -103,6 +104,72 @@ def test_lr_is_scaled_by_global_batch_and_warms_up_then_decays():
     assert sorted(g["weight_decay"] for g in optimizer.param_groups) == pytest.approx([0.0, 0.4])
     no_decay = next(g for g in optimizer.param_groups if not g["apply_wd"])
     assert all(p.ndim <= 1 for p in no_decay["params"])
+
+
+def test_lr_scaling_and_epochs_count_accumulation_and_max_steps():
+    """Images per optimiser step include accumulation; an epoch is its batches / accumulation,
+    also when max_steps stops the fit early (total 30 steps of 5-step epochs)."""
+    task = tiny_task()
+    task._trainer = fake_trainer(accumulate_grad_batches=2, estimated_stepping_batches=30)
+    conf = task.configure_optimizers()
+    assert conf["optimizer"].param_groups[0]["initial_lr"] == pytest.approx(5e-4 * 64 * 2 * 2 / 256)
+    factor = conf["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert factor(5) == pytest.approx(0.5) and factor(10) == pytest.approx(1.0)  # warmup 2 epochs = 10 steps
+    assert task.schedule_position() == (0, 30, 5.0)
+
+
+def test_fp16_loss_scaling_disables_the_fused_optimiser(monkeypatch):
+    """Lightning unscales before clipping only for non-fused optimisers; fp16 must not get a fused one."""
+    seen = {}
+
+    def spy(params, **kwargs):
+        seen.update(kwargs)
+        return torch.optim.AdamW([p for _, p in params], lr=kwargs["lr"])
+
+    monkeypatch.setattr("featlab.tasks.base.build_optimizer", spy)
+    task = tiny_task()
+    task._trainer = fake_trainer(precision="16-mixed")
+    task.configure_optimizers()
+    assert seen["fused"] is False
+    seen.clear()
+    task._trainer = fake_trainer(precision="bf16-mixed")
+    task.configure_optimizers()
+    assert "fused" not in seen
+
+
+def test_optimizer_step_sets_weight_decay_then_steps_then_updates_the_teacher():
+    task = tiny_task(net={"drop_path_rate": 0.0})
+    task._trainer = fake_trainer(global_step=50)
+    optimizer = task.configure_optimizers()["optimizer"]
+    for p in task.student.parameters():
+        p.grad = torch.full_like(p, 0.1)
+    teacher_before = params(task.teacher)
+    task.optimizer_step(0, 0, optimizer, None)
+    momentum = task.teacher_momentum()
+    assert sorted(g["weight_decay"] for g in optimizer.param_groups) == pytest.approx([0.0, task.weight_decay_now()])
+    for t_before, t_after, s_after in zip(teacher_before, task.teacher.parameters(), task.student.parameters()):
+        torch.testing.assert_close(t_after, momentum * t_before + (1 - momentum) * s_after.detach())
+
+
+def test_gradient_clipping_hook_clips_each_parameter():
+    task = tiny_task(clip_grad=0.5)
+    for p in task.student.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    task.configure_gradient_clipping(None)
+    assert all(p.grad.norm() <= 0.5 + 1e-4 for p in task.student.parameters())
+
+
+@pytest.mark.parametrize(("world", "synced"), [(1, False), (2, True)])
+def test_batchnorm_is_synchronised_across_devices_only_under_ddp(world, synced):
+    task = tiny_task(net={"backbone": "resnet_tiny_test", "use_bn": True, "drop_path_rate": 0.0})
+    names = [n for n, _ in task.student.named_parameters()]
+    task._trainer = fake_trainer(world_size=world)
+    task.configure_model()
+    for model in (task.student, task.teacher):
+        kinds = {type(m) for m in model.modules()}
+        assert (nn.SyncBatchNorm in kinds) == synced
+        assert (nn.BatchNorm2d in kinds) != synced and (nn.BatchNorm1d in kinds) != synced
+    assert [n for n, _ in task.student.named_parameters()] == names  # EMA pairing and export unchanged
 
 
 def test_last_layer_is_frozen_only_during_the_first_epochs():

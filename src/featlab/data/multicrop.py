@@ -68,7 +68,7 @@ class MultiCrop:
         color_jitter_p: float = 0.8,
         grayscale_p: float = 0.2,
         blur_sigma: Sequence[float] = (0.1, 2.0),
-        blur_kernel_size: int = 9,
+        blur_kernel_size: int = 13,
         solarize_threshold: float = 0.5,
     ) -> None:
         key = "data.multicrop"
@@ -162,15 +162,17 @@ class MultiCrop:
         return torch.where(mask[:, None, None, None], gray(x).expand_as(x), x)
 
     def blur(self, x: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
-        """Gaussian blur with a per-sample sigma, computed only for the samples that get it."""
-        picked = torch.nonzero(torch.rand(x.shape[0], device=x.device) < prob).flatten()
-        if picked.numel() == 0:
-            return x
+        """Gaussian blur with a per-sample sigma on the rows that draw it.
+
+        Every row is blurred and the picked ones selected: a separable blur costs little next to
+        the backbone, while picking rows by index would stall the GPU stream on a host sync.
+        """
+        mask = torch.rand(x.shape[0], device=x.device) < prob
         lo, hi = self.blur_sigma
-        sigma = lo + (hi - lo) * torch.rand(picked.numel(), 1, device=x.device, dtype=x.dtype)
+        sigma = lo + (hi - lo) * torch.rand(x.shape[0], 1, device=x.device, dtype=x.dtype)
         kernel = min(self.blur_kernel_size, 2 * (min(x.shape[-2:]) // 2) - 1)
-        blurred = gaussian_blur2d(x[picked], kernel, sigma.expand(-1, 2).contiguous(), border_type="reflect")
-        return x.index_copy(0, picked, blurred)
+        blurred = gaussian_blur2d(x, kernel, sigma.expand(-1, 2).contiguous(), border_type="reflect")
+        return torch.where(mask[:, None, None, None], blurred, x)
 
     def solarize(self, x: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
         mask = torch.rand(x.shape[0], device=x.device) < prob
@@ -190,7 +192,8 @@ def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.
 
 def _per_row(probs: Sequence[float], batch: int, device: torch.device) -> torch.Tensor:
     """Per-view probabilities expanded to the view-major rows of a crop batch."""
-    return torch.tensor(probs, device=device).repeat_interleave(batch)
+    # filled on the device: no host-to-device copy per step
+    return torch.cat([torch.full((batch,), float(p), device=device) for p in probs])
 
 
 def sample_crop_boxes(

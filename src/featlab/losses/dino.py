@@ -105,7 +105,7 @@ class DINOLoss(nn.Module):
         log_p_others = log_p.sum(0, keepdim=True) - log_p[: self.n_global]   # (n_global, B, K)
         loss = -(targets * log_p_others).sum(-1).mean(-1).sum() / self.num_pairs
         stats = self.diagnostics(log_p.detach(), log_t)
-        stats["teacher_temp"] = torch.tensor(temp, device=loss.device)
+        stats["teacher_temp"] = torch.full((), temp, device=loss.device)  # a fill, not a host copy
         if update_center:
             self.update_center(teacher_out)
         return loss, stats

@@ -7,6 +7,7 @@ from a checkpoint without the frozen loss backbones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from featlab.errors import ConfigError
+from featlab.errors import ConfigError, require
 from featlab.optim import build_lr_lambda, build_optimizer
 
 
@@ -60,15 +61,37 @@ class FeatlabTask(L.LightningModule):
         """Named trainable parameters; frozen backbones have ``requires_grad=False`` and drop out."""
         return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
 
+    def optimizer_steps(self) -> tuple[int, int]:
+        """``(total, per_epoch)`` optimiser steps of this fit, for per-step schedules.
+
+        Per epoch comes from the batches of one epoch and gradient accumulation, not from
+        ``total / max_epochs``: with ``trainer.max_steps`` shorter than the epochs, that ratio would
+        shrink every "epoch" of a warmup.
+        """
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches  # also sets up the train loader
+        require(math.isfinite(total), "trainer.max_epochs",
+                "schedules need a length: set trainer.max_epochs or trainer.max_steps")
+        batches = trainer.num_training_batches
+        accumulate = max(1, int(trainer.accumulate_grad_batches))
+        if math.isfinite(batches):
+            per_epoch = math.ceil(batches / accumulate)
+        else:  # an iterable dataset of unknown length: spread the steps over the epochs
+            per_epoch = int(total) // max(1, trainer.max_epochs or 1)
+        return max(1, int(total)), max(1, per_epoch)
+
     def configure_optimizers(self):
         opt_cfg = dict(self.optim_cfg)
+        if str(self.trainer.precision).startswith("16"):
+            # fp16 loss scaling: a fused optimiser unscales inside its step, so Lightning would not
+            # unscale before gradient clipping, and clipping would act on gradients x 65536
+            opt_cfg["fused"] = False
         optimizer = build_optimizer(self.optimizer_parameters(), **opt_cfg)
         sched = dict(self.scheduler_cfg)
         kind = sched.pop("kind", "constant")
         if kind == "constant":
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        total, steps_per_epoch = self.optimizer_steps()
         warmup = int(sched.pop("warmup_steps", 0) or 0) + int(sched.pop("warmup_epochs", 0) or 0) * steps_per_epoch
         if self.trainer.fast_dev_run:  # a smoke test of a step or two has no epochs to warm up over
             warmup = min(warmup, max(0, total - 1))
@@ -76,6 +99,20 @@ class FeatlabTask(L.LightningModule):
         factor = build_lr_lambda(kind, total, warmup, milestones=milestones, **sched)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def effective_batch_size(self) -> int | None:
+        """Images per optimiser step over all devices: per-device batch x world size x accumulation."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        batch = getattr(datamodule, "batch_size", None)
+        if not batch:
+            return None
+        return int(batch) * self.trainer.world_size * max(1, int(self.trainer.accumulate_grad_batches))
+
+    def on_train_start(self) -> None:
+        """Log the effective batch size once, so runs on 1 and 8 GPUs can be told apart in W&B."""
+        effective = self.effective_batch_size()
+        if effective is not None:
+            self.log("train/effective_batch_size", float(effective), on_step=False, on_epoch=True, rank_zero_only=True)
 
     # -- logging ------------------------------------------------------------------------------
     def log_loss_terms(self, stage: str, total: torch.Tensor, terms: Mapping[str, torch.Tensor],

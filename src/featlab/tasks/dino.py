@@ -97,6 +97,7 @@ class DINOTask(FeatlabTask):
         self.bench_input = bench_input
         self.exported_path: Path | None = None
         self._bench_progress: tuple[int, int, float] | None = None
+        self._schedule_lengths: tuple[int, int] | None = None  # (total, per epoch), once per fit
 
     def _check_crops_fit_backbone(self) -> None:
         patch = self.student.backbone.patch_size
@@ -135,7 +136,7 @@ class DINOTask(FeatlabTask):
         self.log_loss_terms("train", loss, {}, batch_size=batch_size)
         for name, value in stats.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size)
-        self.log("train/momentum", self.teacher_momentum(), on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log("train/momentum", torch.full((), self.teacher_momentum(), device=self.device), on_step=True, on_epoch=False, batch_size=batch_size)
         return loss
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
@@ -144,15 +145,15 @@ class DINOTask(FeatlabTask):
 
     # -- schedules (per optimiser step) ------------------------------------------------------------
     def schedule_position(self) -> tuple[int, int, float]:
-        """``(step, total_steps, steps_per_epoch)`` from the trainer, or from ``bench_step`` outside one."""
+        """``(step, total_steps, steps_per_epoch)`` in optimiser steps, from the trainer (or ``bench_step``)."""
         if self._bench_progress is not None:
             return self._bench_progress
-        trainer = self._trainer
-        if trainer is None:
+        if self._trainer is None:
             return 0, 1, 1.0
-        total = max(1, int(trainer.estimated_stepping_batches))
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        return int(trainer.global_step), total, max(1.0, total / epochs)
+        if self._schedule_lengths is None:
+            self._schedule_lengths = self.optimizer_steps()
+        total, per_epoch = self._schedule_lengths
+        return int(self._trainer.global_step), total, float(per_epoch)
 
     def teacher_momentum(self) -> float:
         step, total, _ = self.schedule_position()
@@ -170,17 +171,29 @@ class DINOTask(FeatlabTask):
                 group["weight_decay"] = wd
 
     def scaled_lr(self) -> float:
-        """DINO's linear scaling rule: base lr x (per-device batch x world size) / 256."""
+        """DINO's linear scaling rule: base lr x images per optimiser step (all devices) / 256."""
         base = float(self.base_optim_cfg.get("lr", 5e-4))
-        trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        batch = getattr(datamodule, "batch_size", None)
-        if not batch or not self.lr_reference_batch:
+        effective = self.effective_batch_size() if self._trainer is not None else None
+        if not effective or not self.lr_reference_batch:
             return base
-        world = trainer.world_size if trainer is not None else 1
-        return base * batch * world / self.lr_reference_batch
+        return base * effective / self.lr_reference_batch
+
+    def configure_model(self) -> None:
+        """Under DDP, BatchNorm (ResNets, ``use_bn`` heads) must see the global batch, as in DINO.
+
+        Runs before Lightning wraps the model, so student and teacher are both converted and keep
+        their parameter names (the EMA pairing and the exported state dict are unchanged).
+        """
+        if self._trainer is not None and self.trainer.world_size > 1:
+            self.student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
+            self.teacher = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.teacher)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.log("train/lr_peak", self.optim_cfg["lr"], on_step=False, on_epoch=True, rank_zero_only=True)
 
     def configure_optimizers(self):
+        self._schedule_lengths = None
         self.optim_cfg = {**self.base_optim_cfg, "lr": self.scaled_lr()}
         self.scheduler_cfg = dict(self.base_scheduler_cfg)
         if self.trainer.fast_dev_run:  # a one-step smoke run cannot hold a warmup of whole epochs
