@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, read_write
 
 from featlab.callbacks.images import ImageGridLogger
@@ -33,6 +34,7 @@ from featlab.loggers import build_loggers, finish_wandb, flatten
 from featlab.tasks.base import to_plain
 
 log = logging.getLogger("featlab")
+SIGTERM_EXIT_CODE = 143
 
 # Overrides that say where or how a job runs rather than what it studies: not tags, not run names.
 NON_STUDY_KEYS = ("hydra.", "paths.", "trainer", "logger", "ckpt_path", "callbacks.", "data.num_workers")
@@ -146,6 +148,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
             writer.write(trainer, None)
         if user is not None and user is not err:
             raise user from None  # the user's mistake, not Hydra's or Lightning's wrapper
+        if isinstance(err, SIGTERMException):
+            # Lightning's SIGTERMException is a SystemExit without a code, i.e. exit status 0: a
+            # scheduler would think the job finished. 143 = 128 + SIGTERM, the shell convention.
+            raise SystemExit(SIGTERM_EXIT_CODE) from None
         raise
     finally:
         sync = finish_wandb(loggers)

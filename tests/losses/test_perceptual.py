@@ -83,3 +83,17 @@ def test_bf16_autocast() -> None:
         value = loss(pred, torch.rand(1, 3, 64, 64))
     value.backward()
     assert torch.isfinite(value) and pred.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("loss", "backbone", "layers", "weights"), [
+    ("perceptual_dino", "dino_vits16", ["last"], [1.0]),
+    ("perceptual_dino_multi", "dino_vits16", ["feat2", "last"], [1.0, 0.5]),
+    ("perceptual_convnext", "convnext_tiny", ["stages.1", "stages.2"], [1.0, 0.7]),
+    ("perceptual_vgg", "vgg19", ["relu2_2", "relu3_4", "relu4_4", "relu5_4"], [0.1, 0.1, 1.0, 1.0]),
+])
+def test_perceptual_configs_hold_the_published_layers_and_weights(loss, backbone, layers, weights):
+    from featlab.config import compose
+
+    term = compose(["experiment=sisr_l1", f"loss={loss}"]).loss.perceptual
+    assert (term.backbone, list(term.layers), term.weight) == (backbone, layers, 0.18)
+    assert list(term.get("layer_weights") or [1.0] * len(layers)) == weights

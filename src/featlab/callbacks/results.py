@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from featlab.callbacks.throughput import ThroughputMonitor
 
@@ -69,7 +70,7 @@ class ResultsWriter(L.Callback):
         self.write(trainer, pl_module)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self.status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self.status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "failed"
         self.error = f"{type(exception).__name__}: {exception}"
         self.write(trainer, pl_module)
 

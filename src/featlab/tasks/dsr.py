@@ -139,7 +139,7 @@ class FaceDSRTask(FeatlabTask):
                 term.embedder = self.recognizer
 
     def compile_networks(self) -> None:
-        self.net = torch.compile(self.net)
+        self.net.compile()  # in place: parameter names, checkpoints and the tools stay unchanged
 
     # -- the method ---------------------------------------------------------------------------
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
