@@ -11,7 +11,7 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from featlab.errors import ConfigError
+from featlab.errors import ConfigError, unknown_name
 
 
 def short_dirname(text: str, limit: int = 120) -> str:
@@ -40,3 +40,25 @@ def compose(overrides: list[str] | None = None, config_name: str = "train",
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []),
                              return_hydra_config=return_hydra_config)
+
+
+def check_config_choices(overrides: list[str]) -> None:
+    """Unknown config-group options (``experiment=nope``, ``net=espcn,nope``) as one ConfigError line.
+
+    Hydra reports them only after composing, as a multi-line message with its search path; this
+    check runs first and names the group and its valid options. Sweep functions (``choice(...)``,
+    ``glob(...)``) and ``null`` are left to Hydra.
+    """
+    root = config_dir()
+    for override in overrides:
+        if "=" not in override:
+            continue
+        key, value = override.split("=", 1)
+        group = key.lstrip("+~")
+        folder = root / group
+        if "@" in group or "(" in value or not folder.is_dir():
+            continue
+        valid = sorted(p.stem for p in folder.glob("*.yaml"))
+        for option in (v.strip() for v in value.split(",")):
+            if option and option != "null" and option not in valid:
+                raise unknown_name(group, option, valid, f"{group} config")

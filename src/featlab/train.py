@@ -28,7 +28,7 @@ from featlab.callbacks.images import ImageGridLogger
 from featlab.callbacks.results import ResultsWriter
 from featlab.callbacks.resume import CheckpointOnSignal, RNGState
 from featlab.cli import exit_on_user_error, user_error_in
-from featlab.config import config_dir
+from featlab.config import check_config_choices, config_dir
 from featlab.errors import ConfigError
 from featlab.loggers import build_loggers, finish_wandb, flatten
 from featlab.tasks.base import to_plain
@@ -218,5 +218,11 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
             return None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python train.py``: unknown group options fail as one line before Hydra composes anything."""
+    exit_on_user_error(lambda: check_config_choices(sys.argv[1:]))
     main()
+
+
+if __name__ == "__main__":
+    cli()
