@@ -69,3 +69,12 @@ def test_model_is_built_from_the_registry_and_rejects_unknown_backbones():
     assert DINOModel.from_config("resnet_tiny_test", out_dim=8, hidden_dim=8, bottleneck_dim=4).embed_dim == 64
     with pytest.raises(ConfigError, match="net.backbone: unknown backbone 'resnet7'"):
         DINOModel.from_config("resnet7")
+
+
+def test_prototype_logits_stay_fp32_under_bf16_autocast():
+    head = DINOHead(16, out_dim=32, hidden_dim=16, bottleneck_dim=8)
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, head(x), atol=0.05, rtol=0.05)  # only the MLP ran in bf16

@@ -75,7 +75,10 @@ class DINOHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.mlp(x), dim=-1, p=2)
-        return self.last_layer(z)
+        # Prototype logits in fp32 even under bf16 autocast: divided by a 0.04 teacher temperature,
+        # bf16's ~2^-8 relative precision would be ~0.1 logit of noise; the matmul is <1% of a step.
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self.last_layer(z.float())
 
 
 def _init_linear(module: nn.Module) -> None:
