@@ -161,3 +161,19 @@ def test_report_of_the_multirun_has_a_row_per_job_with_its_swept_values(multirun
                                                   ("4", "32", "finished"), ("4", "48", "finished")]
     assert sum("★" in r[4] for r in rows) == 1
     assert (tmp_path / "report_val_psnr.png").is_file() and (tmp_path / "report_curves.png").is_file()
+
+
+@pytest.mark.skipif(not plugin_installed("hydra_plugins.hydra_optuna_sweeper"),
+                    reason="hydra-optuna-sweeper not installed (pip install '.[sweeps]')")
+def test_optuna_sweep_runs_trials_and_reads_the_monitored_metric(tmp_path):
+    """Each job returns its monitored metric (featlab.train.objective); Optuna reports the best."""
+    sweep_dir = tmp_path / "optuna"
+    command = [sys.executable, "train.py", "-m", "+sweep=sisr_loss_weight", "hydra/sweeper=optuna_tpe",
+               "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", *TINY[1:], "data.hr_crop=32",
+               f"hydra.sweep.dir={sweep_dir}", SHORT_DIRS]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    psnrs = [json.loads((sweep_dir / str(i) / "results.json").read_text())["metrics"]["val/psnr"] for i in (0, 1)]
+    assert best.best_value == pytest.approx(max(psnrs))  # val/psnr, maximised
