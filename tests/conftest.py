@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +17,14 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # Keep every test run small and quiet unless a test overrides these on purpose.
 FAST = ["trainer=cpu", "logger=csv", "trainer.enable_progress_bar=false", "data.num_workers=0"]
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same RNG state, whatever ran before it (no order-dependent flakes)."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture
