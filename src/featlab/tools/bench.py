@@ -127,6 +127,7 @@ def with_bench_group(overrides: list[str]) -> list[str]:
 def run_bench(overrides: list[str]) -> list[BenchResult]:
     # Tasks log from training_step; outside a Trainer that is a no-op, and the warning is noise here.
     warnings.filterwarnings("ignore", message=".*self.log.*trainer.*")
+    torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls, as train.py runs them
     base_cfg = compose(with_bench_group(overrides))
     bench = base_cfg.bench
     device = resolve_device(str(bench.device))
