@@ -217,7 +217,7 @@ class SyntheticFaceSpec:
 
 
 def generate(spec: SyntheticFaceSpec, root: str | Path) -> Path:
-    """Write ``root/id_XXX/NN.png`` for every identity and image (deterministic in ``spec``)."""
+    """Write ``root/id_<three digits>/<two digits>.png`` for every identity and image (deterministic in ``spec``)."""
     root = Path(root)
     rng = np.random.default_rng(spec.seed)
     people = [draw_identity(rng) for _ in range(spec.identities)]
