@@ -45,7 +45,7 @@ def test_sigterm_checkpoints_and_ckpt_path_last_resumes(tmp_path, train_run):
     assert "SIGTERM: saved" in output
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "interrupted" and "SIGTERM" in results["error"]
-    stopped_at = torch.load(last, map_location="cpu", weights_only=False)
+    stopped_at = torch.load(last, map_location="cpu", weights_only=True)
     assert stopped_at["global_step"] >= 2
 
     finish_epochs = stopped_at["epoch"] + 2

@@ -27,7 +27,7 @@ def test_compile_true_trains_and_keeps_checkpoint_keys(train_run):
                  "trainer.limit_val_batches=1", "test_after_fit=false", "compile=true"]
     results, run_dir = train_run(overrides)
     assert results["status"] == "finished" and results["global_step"] == 2
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert any(k.startswith("net.") for k in state) and not any("_orig_mod" in k for k in state)
 
 

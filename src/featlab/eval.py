@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 
 from featlab.callbacks.results import ResultsWriter
+from featlab.checkpoints import SafeCheckpointIO
+from featlab.checkpoints import load_checkpoint as read_checkpoint
 from featlab.cli import exit_on_user_error
 from featlab.config import compose
 from featlab.errors import ConfigError
@@ -32,9 +33,10 @@ log = logging.getLogger("featlab.eval")
 def load_checkpoint(path: str) -> dict:
     if not path:
         raise ConfigError("ckpt_path", "give the checkpoint to evaluate: ckpt_path=runs/<study>/<run>/checkpoints/...")
-    if not Path(path).is_file():
-        raise ConfigError("ckpt_path", f"checkpoint '{path}' does not exist")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path, "ckpt_path")
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError("ckpt_path", f"'{path}' is not a featlab training checkpoint (no state_dict)")
+    return checkpoint
 
 
 def evaluate(ckpt_path: str, overrides: list[str], output: str | None = None) -> dict[str, Any]:
@@ -49,9 +51,9 @@ def evaluate(ckpt_path: str, overrides: list[str], output: str | None = None) ->
     task = instantiate(cfg.task, _recursive_=False)
     writer = ResultsWriter(out_dir, {**to_plain(cfg), "ckpt_path": str(ckpt_path), "overrides": overrides})
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
-                        logger=False, callbacks=[writer], default_root_dir=str(out_dir),
+                        logger=False, callbacks=[writer], plugins=[SafeCheckpointIO()], default_root_dir=str(out_dir),
                         enable_progress_bar=False, limit_test_batches=cfg.trainer.get("limit_test_batches"))
-    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path)
     results = writer.write(trainer, task)
     print(json.dumps(results["metrics"], indent=2))
     print(f"results: {writer.path}")

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, read_write
 from featlab.callbacks.images import ImageGridLogger
 from featlab.callbacks.results import ResultsWriter
 from featlab.callbacks.resume import CheckpointOnSignal, RNGState
+from featlab.checkpoints import SafeCheckpointIO
 from featlab.cli import exit_on_user_error, user_error_in
 from featlab.config import check_config_choices, config_dir
 from featlab.errors import ConfigError
@@ -94,6 +95,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, writer: ResultsWriter) -> li
     return callbacks
 
 
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The configured Trainer with :class:`SafeCheckpointIO`: atomic checkpoint writes, weights-only reads."""
+    plugins = [instantiate(p) for p in (trainer_cfg.get("plugins") or [])]
+    plugins.append(SafeCheckpointIO())
+    return instantiate(trainer_cfg, plugins=plugins, **kwargs)
+
+
 def build_task(cfg: DictConfig, run_config: dict) -> L.LightningModule:
     """The task, remembering the run's resolved config and overrides (stored in checkpoints)."""
     task = instantiate(cfg.task, _recursive_=False)
@@ -133,13 +141,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
             flat_config=flatten({k: v for k, v in plain.items() if k != "overrides"}),
             **to_plain(cfg.logger),
         )
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
+        trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir, Path(cfg.paths.output_root), study)
-        # Our own checkpoints hold config objects in their hyper-parameters: not weights-only.
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        # Checkpoints are read through SafeCheckpointIO: weights-only on every Lightning version.
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         if cfg.get("test_after_fit", True) and not trainer.interrupted:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+            trainer.test(task, datamodule=datamodule, ckpt_path=best or None)
     except BaseException as err:
         user = user_error_in(err) if isinstance(err, Exception) else None
         if writer.status not in ("failed", "interrupted"):  # failed before Lightning's hooks ran

@@ -72,7 +72,7 @@ def test_best_checkpoint_keeps_epoch_psnr_and_config_then_tests_via_dsr_gallery(
                                   "gallery_via_dsr=true"])
     assert results["status"] == "finished", results["error"]
     best = results["best_checkpoint"]["path"]
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     assert checkpoint["epoch"] == 0
     assert abs(checkpoint["val_psnr"] - results["best_checkpoint"]["score"]) < 1e-4
     assert checkpoint["featlab_config"]["task"]["eval"]["threshold"] == 0.35

@@ -101,7 +101,7 @@ def test_eval_missing_checkpoint_is_one_clear_line(capsys):
 
 
 def _net_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     return {k: v for k, v in state.items() if k.startswith("net.")}
 
 

@@ -8,7 +8,6 @@ backbone name so ``create("checkpoint", checkpoint=path)`` needs nothing else.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from featlab.checkpoints import load_checkpoint, save_checkpoint
 from featlab.errors import ConfigError
 
 FORMAT_KEY = "featlab_backbone"
@@ -47,11 +47,7 @@ def read_checkpoint(
 
         obj: Any = load_file(str(path), device="cpu")
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # training checkpoints often pickle configs; the user named this local file explicitly
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = load_checkpoint(path, key)
     if not isinstance(obj, Mapping):
         raise ConfigError(key, f"{path} holds a {type(obj).__name__}, not a state dict")
     name, kwargs = None, {}
@@ -108,10 +104,7 @@ def save_backbone(
         raise ConfigError("checkpoint", "save_backbone needs the backbone name for a bare module")
     kwargs = dict(model_kwargs if model_kwargs is not None else getattr(inner, "build_kwargs", {}))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({FORMAT_KEY: name, "model_kwargs": kwargs, "state_dict": state}, path)
-    return path
+    return save_checkpoint({FORMAT_KEY: name, "model_kwargs": kwargs, "state_dict": state}, path)
 
 
 def load_into(

@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from featlab.checkpoints import make_loadable
 from featlab.errors import ConfigError, require
 from featlab.optim import build_lr_lambda, build_optimizer
 
@@ -133,6 +134,8 @@ class FeatlabTask(L.LightningModule):
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints hold plain data only, so they load with ``torch.load(weights_only=True)``."""
+        make_loadable(checkpoint)
         if self.run_config is not None:
             checkpoint["featlab_config"] = self.run_config
 

@@ -9,7 +9,6 @@ optimiser state) is ignored, so inference never needs the frozen perceptual back
 from __future__ import annotations
 
 import logging
-import pickle
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
@@ -22,6 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from featlab.checkpoints import load_checkpoint, save_checkpoint
 from featlab.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -33,18 +33,7 @@ T = TypeVar("T")
 
 
 def _load(path: Path, map_location: str | torch.device) -> Any:
-    """``torch.load`` with ``weights_only=True`` first; Lightning checkpoints that pickled
-    custom objects in their hyper-parameters need the full unpickler (the user's own file)."""
-    try:
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError:
-            log.info("ckpt_path: %s holds non-tensor objects; loading it with weights_only=False", path)
-            return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # corrupt / truncated / not a torch file: all the user's to fix
-        raise ConfigError(
-            "ckpt_path", f"'{path}' is not a readable torch checkpoint ({type(err).__name__}: {err})"
-        ) from err
+    return load_checkpoint(path, "ckpt_path", map_location=map_location)
 
 
 def _net_config(hparams: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -126,13 +115,11 @@ def save_net_checkpoint(
     ``net.``-prefixed weights): for nets trained outside featlab, and for tests of the tools."""
     require("_target_" in net_config, "net", "the network config needs a _target_")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {NET_PREFIX + k: v.detach().cpu() for k, v in net.state_dict().items()}
     scale = hparams.pop("scale", net_config.get("scale"))
-    torch.save(
+    return save_checkpoint(
         {"state_dict": state, "hyper_parameters": {"net": dict(net_config), "scale": scale, **hparams}}, path
     )
-    return path
 
 
 def parse_key_values(schema: type[T], argv: Sequence[str]) -> T:

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
 from featlab.backbones.edgeface import EDGEFACE_VARIANTS, EdgeFaceNet
+from featlab.checkpoints import save_checkpoint
 from featlab.data.face_augment import FaceAugment
 from featlab.data.faces import FaceIdentityDataModule
 from featlab.errors import ConfigError, require
@@ -153,8 +154,7 @@ def fit(args: FitRecognizerArgs) -> dict[str, Any]:
             log.info("epoch %d: CosFace loss %.3f", epoch, epoch_losses[-1])
     after = hr_identification_accuracy(net, data, args.threshold, device)
     out = Path(args.out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out)
+    save_checkpoint({k: v.detach().cpu() for k, v in net.state_dict().items()}, out)
     result = {"checkpoint": str(out), "name": args.name, "identities": classes, "train_images": len(train),
               "first_epoch_loss": epoch_losses[0], "final_loss": epoch_losses[-1], "hr_accuracy_before": before, "hr_accuracy_after": after}
     print(f"{args.name} fitted on {len(train)} faces of {classes} identities: HR probe identification "
