@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
+import sys
 from pathlib import Path
 
 from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
+from hydra import initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,41 +26,92 @@ def short_dirname(text: str, limit: int = 120) -> str:
 OmegaConf.register_new_resolver("short_dirname", short_dirname, replace=True)
 
 
-def config_dir() -> Path:
-    """The ``conf/`` tree: ``$FEATLAB_CONF`` if set, else the one beside the source checkout."""
+CONFIG_PACKAGE = "featlab.conf"
+
+
+def config_source() -> str:
+    """Where Hydra reads the primary configs: ``pkg://featlab.conf`` (the configs ship inside the
+    package, so an installed wheel trains from any directory), or ``$FEATLAB_CONF`` if set."""
     env = os.environ.get("FEATLAB_CONF")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    return str(config_dir()) if env else f"pkg://{CONFIG_PACKAGE}"
+
+
+def config_dir() -> Path:
+    """The config tree on disk: ``$FEATLAB_CONF`` if set, else the packaged ``featlab/conf``."""
+    env = os.environ.get("FEATLAB_CONF")
+    path = Path(env).resolve() if env else Path(str(importlib.resources.files(CONFIG_PACKAGE)))
     if not (path / "train.yaml").exists():
         raise ConfigError("FEATLAB_CONF", f"no Hydra config tree (train.yaml) at '{path}'")
     return path
 
 
+def user_config_dirs(argv: list[str]) -> list[Path]:
+    """The user's own config folders of a command line: ``--config-dir``/``-cd`` and ``hydra.searchpath``.
+
+    Hydra searches them after the packaged configs, so they add experiments (``experiment=mine``)
+    but cannot replace a packaged file of the same name. A missing folder is a ConfigError; a file
+    that a packaged one shadows is named on stderr (it would be silently ignored otherwise).
+    """
+    found: list[tuple[str, str]] = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            found.append(("--config-dir", argv[i + 1]))
+        elif arg.startswith(("--config-dir=", "-cd=")):
+            found.append(("--config-dir", arg.split("=", 1)[1]))
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            items = arg.split("=", 1)[1].strip().strip("[]")
+            for item in filter(None, (x.strip().strip("'\"") for x in items.split(","))):
+                if not item.startswith("pkg://"):
+                    found.append(("hydra.searchpath", item.removeprefix("file://")))
+    dirs = []
+    packaged = config_dir()
+    for key, text in found:
+        path = Path(text).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(key, f"user config dir '{text}' does not exist")
+        shadowed = sorted(str(p.relative_to(path)) for p in path.rglob("*.yaml")
+                          if (packaged / p.relative_to(path)).exists())
+        if shadowed:
+            print(f"featlab: warning: user config dir '{text}': {', '.join(shadowed)} ignored, the packaged "
+                  "config of the same name comes first (rename yours to use it)", file=sys.stderr)
+        dirs.append(path)
+    return dirs
+
+
 def compose(overrides: list[str] | None = None, config_name: str = "train",
             return_hydra_config: bool = False) -> DictConfig:
-    """Compose ``config_name`` with command-line style overrides, as ``train.py`` would."""
+    """Compose ``config_name`` with command-line style overrides, as ``train.py`` would.
+
+    ``hydra.searchpath=[dir]`` among the overrides adds a user config folder, as for training.
+    """
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    source = config_source()
+    if source.startswith("pkg://"):
+        init = initialize_config_module(CONFIG_PACKAGE, version_base="1.3")
+    else:
+        init = initialize_config_dir(config_dir=source, version_base="1.3")
+    with init:
         return hydra_compose(config_name=config_name, overrides=list(overrides or []),
                              return_hydra_config=return_hydra_config)
 
 
-def check_config_choices(overrides: list[str]) -> None:
+def check_config_choices(overrides: list[str], extra_dirs: list[Path] | None = None) -> None:
     """Unknown config-group options (``experiment=nope``, ``net=espcn,nope``) as one ConfigError line.
 
     Hydra reports them only after composing, as a multi-line message with its search path; this
     check runs first and names the group and its valid options. Sweep functions (``choice(...)``,
     ``glob(...)``) and ``null`` are left to Hydra.
     """
-    root = config_dir()
+    roots = [config_dir(), *(extra_dirs or [])]
     for override in overrides:
-        if "=" not in override:
+        if "=" not in override or override.startswith("-"):
             continue
         key, value = override.split("=", 1)
         group = key.lstrip("+~")
-        folder = root / group
-        if "@" in group or "(" in value or not folder.is_dir():
+        folders = [root / group for root in roots if (root / group).is_dir()]
+        if "@" in group or "(" in value or not folders or group.startswith("hydra."):
             continue
-        valid = sorted(p.stem for p in folder.glob("*.yaml"))
+        valid = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         for option in (v.strip() for v in value.split(",")):
             if option and option != "null" and option not in valid:
                 raise unknown_name(group, option, valid, f"{group} config")

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,21 @@ from hydra.utils import instantiate
 from featlab.callbacks.results import ResultsWriter
 from featlab.checkpoints import SafeCheckpointIO
 from featlab.checkpoints import load_checkpoint as read_checkpoint
-from featlab.cli import exit_on_user_error
+from featlab.cli import exit_on_user_error, key_help, wants_help
 from featlab.config import compose
 from featlab.errors import ConfigError
 from featlab.overrides import merge_overrides, split_overrides
 from featlab.tasks.base import to_plain
 
 log = logging.getLogger("featlab.eval")
+
+
+@dataclass
+class EvalArgs:
+    """eval's own keys; every other ``key=value`` is a training-config override (``featlab train --help``)."""
+
+    ckpt_path: str = "???"       # training checkpoint to test (runs/<study>/<run>/checkpoints/*.ckpt)
+    output: str | None = None    # folder for results.json; null: eval-<time> beside the checkpoints
 
 
 def load_checkpoint(path: str) -> dict:
@@ -60,8 +69,13 @@ def evaluate(ckpt_path: str, overrides: list[str], output: str | None = None) ->
     return results
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    own, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv), ("ckpt_path", "output"))
+def main(argv: list[str] | None = None) -> dict[str, Any] | int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args):
+        print(key_help(EvalArgs, __doc__.split("\n\n")[0] + "\n\nAny other key=value overrides the "
+                       "run's training config (data=..., trainer=..., logger=...): see featlab train --help."))
+        return 0
+    own, overrides = split_overrides(args, ("ckpt_path", "output"))
     return exit_on_user_error(lambda: evaluate(own.get("ckpt_path", ""), overrides, own.get("output")))
 
 

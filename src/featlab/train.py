@@ -29,7 +29,7 @@ from featlab.callbacks.results import ResultsWriter
 from featlab.callbacks.resume import CheckpointOnSignal, RNGState
 from featlab.checkpoints import SafeCheckpointIO
 from featlab.cli import exit_on_user_error, user_error_in
-from featlab.config import check_config_choices, config_dir
+from featlab.config import check_config_choices, config_source, user_config_dirs
 from featlab.errors import ConfigError
 from featlab.loggers import build_loggers, finish_wandb, flatten
 from featlab.tasks.base import to_plain
@@ -210,7 +210,7 @@ def objective(results: dict, cfg: DictConfig) -> float:
         return float("nan")
 
 
-@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+@hydra.main(config_path=config_source(), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, Any] | float | None:
     _, _, multirun = hydra_context()
     if not multirun:
@@ -227,8 +227,10 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
 
 
 def cli() -> None:
-    """``python train.py``: unknown group options fail as one line before Hydra composes anything."""
-    exit_on_user_error(lambda: check_config_choices(sys.argv[1:]))
+    """``featlab train`` / ``python train.py``: unknown group options and missing user config dirs
+    fail as one line before Hydra composes anything."""
+    argv = sys.argv[1:]
+    exit_on_user_error(lambda: check_config_choices(argv, user_config_dirs(argv)))
     main()
 
 

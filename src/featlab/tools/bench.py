@@ -23,8 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from featlab.cli import exit_on_user_error
-from featlab.config import compose
+from featlab.cli import exit_on_user_error, wants_help
+from featlab.config import compose, config_dir
 from featlab.errors import ConfigError, unknown_name
 from featlab.optim import build_optimizer
 
@@ -153,8 +153,24 @@ def run_bench(overrides: list[str]) -> list[BenchResult]:
     return results
 
 
+def usage() -> str:
+    """``--help``: this module's doc and the ``bench.*`` keys as conf/bench/default.yaml documents them."""
+    keys = (config_dir() / "bench" / "default.yaml").read_text().splitlines()
+    presets = sorted(p.stem for p in (config_dir() / "bench").glob("*.yaml"))
+    return "\n".join([
+        "usage: featlab bench experiment=<name> [bench=<preset>] [bench.key=value ...] [training overrides]",
+        "", __doc__.strip(), "", f"bench presets: {', '.join(presets)}", "",
+        "keys (bench.<key>=value; default shown):", *(f"  {line}" for line in keys if not line.startswith("#")),
+        "", "Any other key=value overrides the training config: see featlab train --help.",
+    ])
+
+
 def main(argv: list[str] | None = None) -> Any:
-    return exit_on_user_error(lambda: run_bench(list(sys.argv[1:] if argv is None else argv)))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args):
+        print(usage())
+        return 0
+    return exit_on_user_error(lambda: run_bench(args))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from featlab.checkpoints import load_checkpoint, save_checkpoint
+from featlab.cli import key_help, wants_help
 from featlab.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,17 @@ def parse_key_values(schema: type[T], argv: Sequence[str]) -> T:
 
 
 def run_cli(main: Callable[[T], object], schema: type[T], argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run ``main``; a ConfigError becomes one line on stderr and exit code 2."""
+    """Parse ``argv``, run ``main``; a ConfigError becomes one line on stderr and exit code 2.
+
+    ``--help`` prints the keys, their defaults and docs (the fields' trailing comments) instead.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args):
+        module = sys.modules[schema.__module__]
+        print(key_help(schema, (module.__doc__ or "").split("\n\n")[0]))
+        return 0
     try:
-        main(parse_key_values(schema, sys.argv[1:] if argv is None else argv))
+        main(parse_key_values(schema, args))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

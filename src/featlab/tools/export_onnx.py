@@ -39,12 +39,12 @@ EXPORTERS = ("dynamo", "legacy")
 class ExportArgs:
     """Command-line keys; ``???`` marks the required ones."""
 
-    ckpt_path: str = "???"
-    output: str = "model.onnx"
-    opset: int = 18
-    exporter: str = "dynamo"
-    verify: bool = True
-    atol: float = 1e-3
+    ckpt_path: str = "???"       # SR training checkpoint to export
+    output: str = "model.onnx"   # ONNX file to write
+    opset: int = 18              # ONNX opset to target
+    exporter: str = "dynamo"     # torch.onnx exporter: dynamo | torchscript
+    verify: bool = True          # run onnxruntime at an untraced size and compare with PyTorch
+    atol: float = 1e-3           # largest accepted |ONNX - PyTorch| when verifying
 
 
 def example_input(net: nn.Module, batch: int = 2, extra: int = 0) -> torch.Tensor:

@@ -46,20 +46,20 @@ log = logging.getLogger(__name__)
 class FitRecognizerArgs:
     """Command-line keys; ``???`` marks the required ones. ``root=null``: the synthetic faces."""
 
-    out: str = "???"
-    name: str = "edgeface_xxs"
-    root: str | None = None
+    out: str = "???"                # where to write the fitted weights
+    name: str = "edgeface_xxs"      # EdgeFace variant to fit
+    root: str | None = None         # face folder (one subfolder per identity); null: synthetic faces
     identities: int = 20            # synthetic set only (as data/faces_synthetic.yaml)
-    images_per_identity: int = 12
+    images_per_identity: int = 12   # synthetic set only
     seed: int = 0                   # the split seed: keep it equal to the DSR run's `seed`
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 2.0e-3
-    weight_decay: float = 0.05
+    epochs: int = 40                # passes over the training split
+    batch_size: int = 32            # faces per step
+    lr: float = 2.0e-3              # AdamW peak learning rate (cosine decay)
+    weight_decay: float = 0.05      # AdamW weight decay
     margin: float = 0.35            # CosFace additive cosine margin
-    logit_scale: float = 30.0
+    logit_scale: float = 30.0       # CosFace scale s of the logits
     threshold: float = 0.35         # for the HR identification check printed at the end
-    device: str = "auto"
+    device: str = "auto"            # auto (CUDA if present), cpu, cuda, ...
 
 
 class CosFaceHead(nn.Module):

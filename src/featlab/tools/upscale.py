@@ -29,14 +29,14 @@ log = logging.getLogger(__name__)
 class UpscaleArgs:
     """Command-line keys; ``???`` marks the required ones."""
 
-    ckpt_path: str = "???"
-    input: str = "???"
-    output: str = "???"
-    tile: int = 128
-    overlap: int = 16
-    batch_tiles: int = 8
-    device: str = "auto"
-    blend: str = "feather"
+    ckpt_path: str = "???"       # SR training checkpoint (runs/<study>/<run>/checkpoints/*.ckpt)
+    input: str = "???"           # an image, or a folder searched recursively
+    output: str = "???"          # folder for the PNG results (input layout kept)
+    tile: int = 128              # LR tile size: bounds memory, not image size
+    overlap: int = 16            # LR pixels shared by neighbouring tiles
+    batch_tiles: int = 8         # tiles per forward pass
+    device: str = "auto"         # auto (CUDA if present), cpu, cuda, cuda:1, ...
+    blend: str = "feather"       # how overlapping tiles are merged (feather | crop)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,1 @@
+"""featlab's Hydra configs, shipped inside the package as ``featlab.conf`` (``pkg://featlab.conf``)."""
