@@ -53,8 +53,8 @@ class NAFBlock(nn.Module):
         return x + y * self.gamma
 
 
-def _blocks(c: int, n: int) -> nn.Sequential:
-    return nn.Sequential(*(NAFBlock(c) for _ in range(n)))
+def _blocks(c: int, n: int, dw_expand: int, ffn_expand: int) -> nn.Sequential:
+    return nn.Sequential(*(NAFBlock(c, dw_expand, ffn_expand) for _ in range(n)))
 
 
 class NAFNet(nn.Module):
@@ -71,6 +71,8 @@ class NAFNet(nn.Module):
         enc_blocks: Sequence[int] = (2, 2, 4, 8),
         middle_blocks: int = 12,
         dec_blocks: Sequence[int] = (2, 2, 2, 2),
+        dw_expand: int = 2,
+        ffn_expand: int = 2,
     ) -> None:
         super().__init__()
         self.scale = check_scale("NAFNet", scale, self.supported_scales)
@@ -86,15 +88,15 @@ class NAFNet(nn.Module):
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         c = width
         for n in enc_blocks:
-            self.encoders.append(_blocks(c, n))
+            self.encoders.append(_blocks(c, n, dw_expand, ffn_expand))
             self.downs.append(nn.Conv2d(c, 2 * c, 2, stride=2))
             c *= 2
-        self.middle = _blocks(c, middle_blocks)
+        self.middle = _blocks(c, middle_blocks, dw_expand, ffn_expand)
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
         for n in dec_blocks:
             self.ups.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)))
             c //= 2
-            self.decoders.append(_blocks(c, n))
+            self.decoders.append(_blocks(c, n, dw_expand, ffn_expand))
         self.residual = in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:

@@ -105,12 +105,19 @@ class SwinBlock(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float = 0.0
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        shift: int,
+        mlp_ratio: float,
+        drop_path: float = 0.0,
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         self.window, self.shift = window, shift
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, num_heads, window)
+        self.attn = WindowAttention(dim, num_heads, window, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -136,11 +143,18 @@ class SwinStage(nn.Module):
     """Blocks alternating W-MSA / SW-MSA (shift = window // 2) at one resolution."""
 
     def __init__(
-        self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, drop_path: list[float]
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window: int,
+        mlp_ratio: float,
+        drop_path: list[float],
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio, drop_path[i])
+            SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio, drop_path[i], qkv_bias)
             for i in range(depth)
         )
 
