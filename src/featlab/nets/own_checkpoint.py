@@ -57,14 +57,12 @@ def net_config(hparams: Mapping[str, Any], source: str, key: str = "ckpt_path") 
 
 def build(ckpt: Mapping[str, Any], source: str, key: str = "ckpt_path") -> nn.Module:
     """Instantiate the checkpoint's network and load its weights strictly; eval mode, CPU."""
-    from hydra.utils import instantiate
-
-    from featlab.nets.published import load_strict
+    from featlab.nets.published import build_net, load_strict
 
     hparams = dict(ckpt.get("hyper_parameters") or {})
     cfg = net_config(hparams, source, key)
     try:
-        net = instantiate(cfg)
+        net = build_net(cfg, load_weights=False)  # the checkpoint holds the (fine-tuned) weights
     except ConfigError:
         raise
     except Exception as err:  # Hydra wraps import/constructor errors in its own types

@@ -22,7 +22,6 @@ Files are read with ``torch.load(weights_only=True)``: tensors and containers on
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,21 +42,11 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 # -- reading ------------------------------------------------------------------------------------------
 def read_file(path: str | Path, key: str = "weights") -> Any:
-    """``torch.load(weights_only=True)`` on CPU; a missing, truncated or code-carrying file is a
-    :class:`ConfigError` naming ``key``."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(key, f"weight file '{path}' does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = (str(err).splitlines() or [""])[0][:160]
-        raise ConfigError(
-            key, f"'{path}' is not a plain weight file (weights_only=True refused it: {first})"
-        ) from None
-    except Exception as err:  # truncated zip, random bytes, a TorchScript archive, ...
-        first = (str(err).splitlines() or [""])[0][:160]
-        raise ConfigError(key, f"'{path}' is not a readable torch file ({type(err).__name__}: {first})") from None
+    """The file's contents via featlab's safe loader (``weights_only=True``, CPU); a missing,
+    truncated or code-carrying file is a one-line :class:`ConfigError` naming ``key``."""
+    from featlab.checkpoints import load_checkpoint
+
+    return load_checkpoint(path, key)
 
 
 def unwrap(obj: Any, source: str = "the file", key: str = "weights") -> State:
@@ -387,8 +376,22 @@ def load_strict(net: nn.Module, state: Mapping[str, Tensor], source: str, key: s
     if missing or unexpected or wrong:
         parts = [f"{label} {len(items)}: {', '.join(items[:3])}" for label, items in
                  (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if items]
-        raise ConfigError(key, f"{source} does not fit {type(net).__name__}: {'; '.join(parts)}")
+        raise ConfigError(key, f"weights in {source} do not fit {type(net).__name__}: {'; '.join(parts)}")
     net.load_state_dict(state, strict=True)
+
+
+def from_contents(obj: Any, source: str, name: str | None = None, key: str = "weights", **overrides: Any) -> nn.Module:
+    """The network for what a weight file held (see :func:`load`); ``source`` names it in errors."""
+    from featlab.nets import own_checkpoint, spandrel_nets
+
+    if own_checkpoint.is_featlab_checkpoint(obj):
+        return own_checkpoint.build(obj, source, key)
+    state = unwrap(obj, source, key)
+    if name is None and detect(state) is None and spandrel_nets.available():
+        net = spandrel_nets.from_state_dict(state, source, key)
+        if net is not None:
+            return net
+    return from_state_dict(state, name, source, key, **overrides)
 
 
 def load(path: str | Path, name: str | None = None, key: str = "weights", **overrides: Any) -> nn.Module:
@@ -398,18 +401,46 @@ def load(path: str | Path, name: str | None = None, key: str = "weights", **over
     hyperparameters a file cannot record (``img_range``, ``res_scale``). Architectures featlab
     lacks load through spandrel when it is installed (a module that is not one of featlab's nets).
     """
-    from featlab.nets import own_checkpoint, spandrel_nets
+    return from_contents(read_file(path, key), f"'{Path(path).expanduser()}'", name, key, **overrides)
 
-    obj = read_file(path, key)
-    source = f"'{Path(path).expanduser()}'"
-    if own_checkpoint.is_featlab_checkpoint(obj):
-        return own_checkpoint.build(obj, source, key)
-    state = unwrap(obj, source, key)
-    if name is None and detect(state) is None and spandrel_nets.available():
-        net = spandrel_nets.from_state_dict(state, source, key)
-        if net is not None:
-            return net
-    return from_state_dict(state, name, source, key, **overrides)
+
+# -- fine-tuning from published weights --------------------------------------------------------------
+WEIGHTS_KEY = "weights"
+
+
+def build_net(cfg: Mapping[str, Any], load_weights: bool = True) -> nn.Module:
+    """Instantiate a net config (``_target_`` ...); its optional ``weights`` entry names a published
+    file or featlab checkpoint to start from (``net.weights=RealESRGAN_x4plus.pth``).
+
+    The file must hold the configured architecture at the configured scale and sizes: a different
+    architecture names ``net.weights``, a different scale names ``data.scale``, a tensor of another
+    shape is named with both shapes. ``load_weights=False`` only drops the entry (a featlab
+    checkpoint that already holds the fine-tuned weights).
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = dict(cfg)
+    weights = cfg.pop(WEIGHTS_KEY, None)
+    net = instantiate(cfg)
+    if weights is None or not load_weights:
+        return net
+    key = f"net.{WEIGHTS_KEY}"
+    source = f"'{Path(weights).expanduser()}'"
+    published = from_contents(read_file(weights, key), source, key=key)
+    if type(published) is not type(net):
+        raise ConfigError(
+            key,
+            f"{source} holds a {type(published).__name__}, but the net config builds a {type(net).__name__}; "
+            f"choose the matching net= config",
+        )
+    file_scale, net_scale = getattr(published, "scale", None), getattr(net, "scale", None)
+    if file_scale != net_scale:
+        raise ConfigError("data.scale", f"{source} is a x{file_scale} {type(net).__name__}, but data.scale={net_scale}")
+    load_strict(net, published.state_dict(), source, key)
+    return net
 
 
 # -- the published model sizes ------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from torch import nn
 from featlab.callbacks.images import grid_from_columns
 from featlab.losses.composite import CompositeLoss
 from featlab.metrics.sr import SRMetrics
-from featlab.tasks.base import FeatlabTask, build
+from featlab.nets.published import build_net
+from featlab.tasks.base import FeatlabTask
 
 
 def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -42,7 +43,7 @@ class SISRTask(FeatlabTask):
         super().__init__(optim=optim, scheduler=scheduler, channels_last=channels_last, monitor=monitor)
         self.save_hyperparameters()
         self.scale = int(scale)
-        self.net: nn.Module = build(net)
+        self.net: nn.Module = build_net(net)  # net.weights: start from a published file
         self.loss = CompositeLoss.from_config(loss)
         self.preview_rows = preview_rows
         self.eval_metrics = nn.ModuleDict()  # "<stage>/<benchmark>/<sr|bicubic>" -> SRMetrics

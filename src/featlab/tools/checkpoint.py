@@ -1,9 +1,11 @@
-"""Rebuild a trained SR network from a Lightning checkpoint, and the command-line front door
-shared by the tools that start from one (``upscale``, ``export_onnx``).
+"""Rebuild an SR network from a checkpoint, and the command-line front door shared by the tools
+that start from one (``upscale``, ``export_onnx``).
 
-The SISR task saves the net's resolved Hydra config under ``hyper_parameters["net"]`` and its
-weights under the ``net.`` prefix of ``state_dict``; everything else (loss backbones, EMA copies,
-optimiser state) is ignored, so inference never needs the frozen perceptual backbones.
+A checkpoint is a featlab training checkpoint (the SISR task saves the net's resolved Hydra config
+under ``hyper_parameters["net"]`` and its weights under the ``net.`` prefix of ``state_dict``;
+loss backbones, EMA copies and optimiser state are ignored, so inference never needs the frozen
+perceptual backbones) or a published weight file (``RealESRGAN_x4plus.pth``, SwinIR, EDSR, ...),
+both read by :mod:`featlab.nets.published`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
@@ -24,89 +25,35 @@ from torch import nn
 from featlab.checkpoints import load_checkpoint, save_checkpoint
 from featlab.cli import key_help, wants_help
 from featlab.errors import ConfigError, require
+from featlab.nets.own_checkpoint import NET_PREFIX, is_featlab_checkpoint
+from featlab.nets.published import from_contents
 
 log = logging.getLogger(__name__)
-
-NET_PREFIX = "net."
-COMPILED_PREFIX = "_orig_mod."  # added by torch.compile to every key of a compiled module
 
 T = TypeVar("T")
 
 
-def _load(path: Path, map_location: str | torch.device) -> Any:
-    return load_checkpoint(path, "ckpt_path", map_location=map_location)
-
-
-def _net_config(hparams: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    cfg = hparams.get("net")
-    if OmegaConf.is_config(cfg):
-        cfg = OmegaConf.to_container(cfg, resolve=False)
-    if not isinstance(cfg, Mapping) or "_target_" not in cfg:
-        raise ConfigError(
-            "ckpt_path",
-            f"'{path}' has no network config (hyper_parameters['net'] with a _target_); "
-            "was it written by the SISR task?",
-        )
-    cfg = dict(cfg)
-    # An unresolved '${data.scale}' can only mean the task's own scale.
-    if isinstance(cfg.get("scale"), str) and "scale" in hparams:
-        cfg["scale"] = hparams["scale"]
-    return cfg
-
-
-def net_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The entries under ``net.`` with the prefix (and any torch.compile prefix) removed."""
-    out = {}
-    for key, value in state_dict.items():
-        if key.startswith(NET_PREFIX):
-            key = key[len(NET_PREFIX) :]
-            out[key.removeprefix(COMPILED_PREFIX)] = value
-    return out
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """``path`` as an existing file, or a ConfigError naming ``ckpt_path`` (cheap, so tools can
+def resolve_checkpoint(path: str | Path, key: str = "ckpt_path") -> Path:
+    """``path`` as an existing file, or a ConfigError naming ``key`` (cheap, so tools can
     validate every argument before loading anything)."""
     resolved = Path(path).expanduser()
     if not resolved.is_file():
-        raise ConfigError("ckpt_path", f"checkpoint '{resolved}' does not exist")
+        raise ConfigError(key, f"checkpoint '{resolved}' does not exist")
     return resolved
 
 
 def load_net_from_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt_path"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the checkpoint's network, load its weights, and return ``(net.eval(), hparams)``."""
-    path = resolve_checkpoint(path)
-    ckpt = _load(path, map_location)
-    if not isinstance(ckpt, Mapping):
-        raise ConfigError(
-            "ckpt_path", f"'{path}' is not a Lightning checkpoint (got a {type(ckpt).__name__})"
-        )
-    hparams = dict(ckpt.get("hyper_parameters") or {})
-    cfg = _net_config(hparams, path)
-    try:
-        net = instantiate(cfg)
-    except ConfigError:
-        raise
-    except Exception as err:  # Hydra wraps import/constructor errors in its own types
-        raise ConfigError(
-            "ckpt_path", f"cannot build network {cfg['_target_']} from '{path}': {err}"
-        ) from err
-    weights = net_state_dict(ckpt.get("state_dict") or {})
-    if not weights:
-        raise ConfigError(
-            "ckpt_path", f"'{path}' has no weights under the '{NET_PREFIX}' prefix of state_dict"
-        )
-    try:
-        net.load_state_dict(weights, strict=True)
-    except RuntimeError as err:  # missing/unexpected keys or shape mismatches, one per line
-        details = "; ".join(line.strip() for line in str(err).splitlines()[1:4])
-        raise ConfigError(
-            "ckpt_path", f"weights in '{path}' do not fit {cfg['_target_']}: {details}"
-        ) from err
-    hparams.setdefault("scale", getattr(net, "scale", cfg.get("scale")))
-    return net.eval(), hparams
+    """``(net.eval(), hparams)`` for a featlab checkpoint or a published weight file
+    (:func:`featlab.nets.published.from_contents`: Real-ESRGAN, SwinIR, EDSR, NAFNet, SCUNet,
+    spandrel's architectures). A published file's hparams hold only its ``scale``."""
+    path = resolve_checkpoint(path, key)
+    ckpt = load_checkpoint(path, key, map_location=map_location)
+    net = from_contents(ckpt, f"'{path}'", key=key)
+    hparams = dict(ckpt.get("hyper_parameters") or {}) if is_featlab_checkpoint(ckpt) else {}
+    hparams.setdefault("scale", getattr(net, "scale", None))
+    return net.to(map_location).eval(), hparams
 
 
 def save_net_checkpoint(
