@@ -62,3 +62,19 @@ def test_user_errors_are_found_through_wrappers(capsys):
         exit_on_user_error(fail)
     assert exit_info.value.code == 2
     assert "net: unknown name 'edsr2'. Valid: edsr, rdn" in capsys.readouterr().err
+
+
+def test_knn_evaluation_follows_the_trainer_limits():
+    """limit_val/test_batches cut the kNN bank and query like any evaluation: whole batches, or a
+    fraction, spread evenly over the (class-ordered) set so every class keeps its share."""
+    from torch.utils.data import TensorDataset
+
+    from featlab.callbacks.knn import limited
+
+    labels = torch.arange(10).repeat_interleave(10)           # 10 classes x 10, ordered by class
+    data = TensorDataset(torch.zeros(100, 1), labels)
+    assert limited(data, None, 8) is data and limited(data, 1.0, 8) is data and limited(data, 20, 8) is data
+    two_batches = limited(data, 2, 8)
+    kept = torch.stack([two_batches[i][1] for i in range(len(two_batches))])
+    assert len(two_batches) == 16 and set(kept.tolist()) == set(range(10))
+    assert len(limited(data, 0.25, 8)) == 25

@@ -83,12 +83,27 @@ def extract_features(
     return gather_in_order(local_feats, index, total), gather_in_order(local_labels, index, total)
 
 
+def limited(dataset: Dataset, limit: int | float | None, batch_size: int) -> Dataset:
+    """The evaluation share Lightning's ``limit_val/test_batches`` allows: ``limit`` batches (an int)
+    or a fraction (a float), as an evenly strided subset so that every class stays represented."""
+    total = len(dataset)  # type: ignore[arg-type]
+    if limit is None or (isinstance(limit, float) and limit >= 1.0):
+        return dataset
+    keep = int(limit) * batch_size if isinstance(limit, int) else int(total * float(limit))
+    if keep >= total:
+        return dataset
+    keep = max(keep, 1)
+    return Subset(dataset, [int(i * total / keep) for i in range(keep)])
+
+
 class KNNEval(L.Callback):
     """Weighted kNN accuracy (k, temperature, cosine) of ``pl_module.knn_backbone()`` every N epochs.
 
     Logs ``{prefix}/knn_top1`` and ``{prefix}/knn_top5`` (plus ``{prefix}/linear_top1`` with the
     probe) at the start of training (the initial backbone, also kept as ``knn_top1_init``), every
-    ``every_n_epochs`` epochs and after the last epoch; ``test/knn_*`` in the test stage.
+    ``every_n_epochs`` epochs and after the last epoch; ``test/knn_*`` in the test stage. Bank and
+    query follow ``trainer.limit_val_batches`` / ``limit_test_batches`` like any evaluation
+    (e.g. the ``trainer=cpu`` pipeline check embeds a few batches of each).
     """
 
     def __init__(self, every_n_epochs: int = 10, k: int = 20, temperature: float = 0.07,
@@ -117,6 +132,9 @@ class KNNEval(L.Callback):
                               f"with knn_backbone(); got {type(datamodule).__name__} / {type(pl_module).__name__}. "
                               "Set callbacks.knn=null for this experiment")
         bank_set, query_set = datasets()
+        limit = trainer.limit_test_batches if trainer.testing else trainer.limit_val_batches
+        bank_set, query_set = (limited(d, limit, self.batch_size or getattr(datamodule, "eval_batch_size", 64))
+                               for d in (bank_set, query_set))
         num_classes = int(datamodule.num_classes)
         require(num_classes >= 2, "data.knn_root", f"kNN evaluation needs at least 2 classes, got {num_classes}")
         backbone = backbone_of()

@@ -7,6 +7,7 @@ from a checkpoint without the frozen loss backbones.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from featlab.checkpoints import make_loadable
 from featlab.errors import ConfigError, require
 from featlab.optim import build_lr_lambda, build_optimizer
+
+log = logging.getLogger(__name__)
 
 
 def to_plain(cfg: Any) -> Any:
@@ -33,6 +36,12 @@ def build(cfg: Mapping | None, **kwargs: Any) -> Any:
     if cfg is None:
         return None
     return instantiate(OmegaConf.create(to_plain(cfg)), **kwargs)
+
+
+def epochs_are_truncated(trainer: L.Trainer) -> bool:
+    """Whether ``trainer.limit_train_batches`` cuts epochs short (a debugging knob: a count or a fraction < 1)."""
+    limit = trainer.limit_train_batches
+    return limit is not None and (isinstance(limit, int) or float(limit) < 1.0)
 
 
 class FeatlabTask(L.LightningModule):
@@ -94,8 +103,12 @@ class FeatlabTask(L.LightningModule):
             return optimizer
         total, steps_per_epoch = self.optimizer_steps()
         warmup = int(sched.pop("warmup_steps", 0) or 0) + int(sched.pop("warmup_epochs", 0) or 0) * steps_per_epoch
-        if self.trainer.fast_dev_run:  # a smoke test of a step or two has no epochs to warm up over
-            warmup = min(warmup, max(0, total - 1))
+        if warmup >= total and (self.trainer.fast_dev_run or epochs_are_truncated(self.trainer)):
+            # A smoke test or a pipeline check (trainer=cpu: a few batches per epoch) has no real
+            # epochs to warm up over; a full run with a warmup longer than itself stays an error.
+            log.warning("warmup of %d steps does not fit in this %d-step check run: warming up over %d",
+                        warmup, total, total // 2)
+            warmup = total // 2
         milestones = [int(m * total) if m < 1 else int(m) for m in sched.pop("milestones", [])]
         factor = build_lr_lambda(kind, total, warmup, milestones=milestones, **sched)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
