@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, read_write
 
 from featlab.callbacks.images import ImageGridLogger
+from featlab.callbacks.progress import ProgressLog
 from featlab.callbacks.results import ResultsWriter
 from featlab.callbacks.resume import CheckpointOnSignal, RNGState
 from featlab.checkpoints import SafeCheckpointIO
@@ -32,6 +34,7 @@ from featlab.cli import exit_on_user_error, user_error_in
 from featlab.config import check_config_choices, config_source, user_config_dirs
 from featlab.errors import ConfigError
 from featlab.loggers import build_loggers, finish_wandb, flatten
+from featlab.runlog import record, run_log
 from featlab.tasks.base import to_plain
 
 log = logging.getLogger("featlab")
@@ -123,6 +126,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
     name = run_name_from(cfg, overrides)
     run_dir = Path(run_dir or hydra_dir or Path(cfg.paths.output_root) / study / name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Rank 0 keeps the run's train.log; other DDP ranks would interleave their lines into it.
+    with run_log(run_dir) if rank_zero_only.rank == 0 else nullcontext():
+        return train_in(cfg, run_dir, overrides, study, name)
+
+
+def train_in(cfg: DictConfig, run_dir: Path, overrides: list[str], study: str, name: str) -> dict[str, Any]:
+    """The body of ``run`` once the run directory (and its train.log) exists."""
     plain = {k: v for k, v in to_plain(cfg).items() if k != "hydra"}
     plain["overrides"] = overrides
 
@@ -141,7 +151,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
             flat_config=flatten({k: v for k, v in plain.items() if k != "overrides"}),
             **to_plain(cfg.logger),
         )
-        trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
+        if any(isinstance(cb, ProgressLog) and cb.to_console for cb in callbacks):
+            bar = {"enable_progress_bar": False}  # plain lines instead: the output is not a terminal
+        else:
+            bar = {}
+        trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir), **bar)
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir, Path(cfg.paths.output_root), study)
         # Checkpoints are read through SafeCheckpointIO: weights-only on every Lightning version.
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -154,6 +168,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
             writer.status = "failed"
             writer.error = f"{type(user or err).__name__}: {user or err}"
             writer.write(trainer, None)
+        if writer.error:  # the console gets it from the entry point
+            record("featlab", logging.ERROR, f"run failed: {writer.error}")
         if user is not None and user is not err:
             raise user from None  # the user's mistake, not Hydra's or Lightning's wrapper
         if isinstance(err, SIGTERMException):
