@@ -1,15 +1,16 @@
 """``train.log``: the one file in a run directory that holds what the console shows.
 
 Attached by ``featlab.train.run`` for the length of a run, whether Hydra started it or not, so a
-SLURM job, a ``nohup`` run and a test all leave the same record: featlab's messages, Lightning's
-(its logger may not propagate to the root) and Python warnings. Hydra's own job-log file is
-switched off in ``conf/hydra/default.yaml`` so that nothing writes the file twice.
+SLURM job, a ``nohup`` run and a test all leave the same record: featlab's messages and Lightning's
+(its logger may not propagate to the root). Python warnings stay on stderr only: recording them
+would mean replacing ``warnings.showwarning`` process-wide, which libraries and pytest also patch.
+Hydra's own job-log file is switched off in ``conf/hydra/default.yaml`` so that nothing writes the
+file twice.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +21,6 @@ FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 NON_PROPAGATING = ("lightning.pytorch", "lightning.fabric")
 
 _current: logging.FileHandler | None = None
-
-
-def current_handler() -> logging.FileHandler | None:
-    """The open ``train.log`` handler of the run in progress (None outside a run)."""
-    return _current
 
 
 def record(logger_name: str, level: int, message: str) -> None:
@@ -50,18 +46,9 @@ def run_log(run_dir: str | Path) -> Iterator[Path]:
     for logger in targets:
         logger.addHandler(handler)
     previous, _current = _current, handler
-    show_warning = warnings.showwarning
-
-    def show_and_record(message, category, filename, lineno, file=None, line=None):
-        show_warning(message, category, filename, lineno, file, line)  # the console keeps its warnings
-        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
-        handler.handle(logging.LogRecord("py.warnings", logging.WARNING, filename, lineno, text, None, None))
-
-    warnings.showwarning = show_and_record
     try:
         yield path
     finally:
-        warnings.showwarning = show_warning
         _current = previous
         for logger in targets:
             logger.removeHandler(handler)
