@@ -25,6 +25,8 @@ from featlab.checkpoints import load_checkpoint as read_checkpoint
 from featlab.cli import exit_on_user_error, key_help, wants_help
 from featlab.config import compose
 from featlab.errors import ConfigError
+from featlab.nets.own_checkpoint import is_featlab_checkpoint
+from featlab.nets.published import from_contents
 from featlab.overrides import merge_overrides, split_overrides
 from featlab.tasks.base import to_plain
 
@@ -43,26 +45,50 @@ def load_checkpoint(path: str) -> dict:
     if not path:
         raise ConfigError("ckpt_path", "give the checkpoint to evaluate: ckpt_path=runs/<study>/<run>/checkpoints/...")
     checkpoint = read_checkpoint(path, "ckpt_path")
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError("ckpt_path", f"'{path}' is not a featlab training checkpoint (no state_dict)")
+    if not isinstance(checkpoint, dict):
+        raise ConfigError("ckpt_path", f"'{path}' holds a {type(checkpoint).__name__}, not a checkpoint")
     return checkpoint
 
 
+def published_net_overrides(net: Any, overrides: list[str]) -> list[str]:
+    """Overrides evaluating a published SR file: the SISR task at the file's scale (a different
+    ``data.scale`` given here is an error) with a pixel loss (no backbone to build)."""
+    given = dict(o.split("=", 1) for o in overrides if "=" in o)
+    scale = int(getattr(net, "scale", 0) or 0)
+    if "data.scale" in given and int(given["data.scale"]) != scale:
+        raise ConfigError("data.scale", f"the weight file is a x{scale} network, but data.scale={given['data.scale']}")
+    defaults = [f"data.scale={scale}"] + (["loss=l1"] if "loss" not in given else [])
+    return ["task=sisr", *defaults, *overrides]
+
+
 def evaluate(ckpt_path: str, overrides: list[str], output: str | None = None) -> dict[str, Any]:
-    """Rebuild the run's config with ``overrides``, test the checkpoint, write results.json."""
+    """Rebuild the run's config with ``overrides``, test the checkpoint, write results.json.
+
+    A published SR weight file (Real-ESRGAN, SwinIR, ... read by :func:`featlab.nets.load`) is
+    evaluated by the SISR task at the file's scale, e.g. with ``data=sr_folders``.
+    """
     checkpoint = load_checkpoint(ckpt_path)
+    published = None
+    if not is_featlab_checkpoint(checkpoint):
+        published = from_contents(checkpoint, f"'{ckpt_path}'", key="ckpt_path")
+        overrides = published_net_overrides(published, overrides)
     stored = list((checkpoint.get("featlab_config") or {}).get("overrides") or [])
     cfg = compose(merge_overrides(stored, [*overrides, "pretrained=false", "logger=csv"]))
-    out_dir = Path(output) if output else Path(ckpt_path).resolve().parent.parent / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    beside = Path(ckpt_path).resolve().parent  # a published file: next to it; a run's: in the run
+    default_dir = beside / f"eval-{Path(ckpt_path).stem}-{stamp}" if published else beside.parent / f"eval-{stamp}"
+    out_dir = Path(output) if output else default_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task, _recursive_=False)
+    if published is not None:
+        task.net = published  # the task's own net config only shaped the (unused) default
     writer = ResultsWriter(out_dir, {**to_plain(cfg), "ckpt_path": str(ckpt_path), "overrides": overrides})
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                         logger=False, callbacks=[writer], plugins=[SafeCheckpointIO()], default_root_dir=str(out_dir),
                         enable_progress_bar=False, limit_test_batches=cfg.trainer.get("limit_test_batches"))
-    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.test(task, datamodule=datamodule, ckpt_path=None if published is not None else ckpt_path)
     results = writer.write(trainer, task)
     print(json.dumps(results["metrics"], indent=2))
     print(f"results: {writer.path}")
