@@ -159,3 +159,57 @@ def test_upscale_module_entry_point_has_no_traceback(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "ckpt_path" in proc.stderr
+
+
+def _images(folder, names):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def test_upscale_never_overwrites_its_input(tmp_path, capsys):
+    from featlab.tools.upscale import main
+
+    ckpt = _checkpoint(tmp_path)
+    images = _images(tmp_path / "in", ["a.png", "b.jpg"])
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    assert main([f"ckpt_path={ckpt}", f"input={images}", f"output={images}"]) == 2
+    assert "output: " in capsys.readouterr().err
+    # a single PNG upscaled into its own folder would replace itself
+    assert main([f"ckpt_path={ckpt}", f"input={images / 'a.png'}", f"output={images}"]) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+    clash = _images(tmp_path / "clash", ["c.png", "c.jpg"])
+    assert main([f"ckpt_path={ckpt}", f"input={clash}", f"output={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert "both be written to" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    assert before == {p.name: p.read_bytes() for p in images.iterdir()}
+
+
+def test_upscale_takes_a_published_weight_file(tmp_path, capsys):
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from featlab import nets
+    from featlab.tools.upscale import main, to_tensor
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "official" / "rrdbnet" / "checkpoint.pth"
+    images = _images(tmp_path / "in", ["a.png"])
+    out = tmp_path / "out"
+    assert main([f"ckpt_path={fixture}", f"input={images}", f"output={out}", "tile=8", "overlap=4"]) == 0
+    assert "[1/1]" in capsys.readouterr().out
+    got = torch.from_numpy(np.array(Image.open(out / "a.png"))).permute(2, 0, 1).float()
+    with torch.no_grad():
+        full = nets.load(fixture)(to_tensor(np.array(Image.open(images / "a.png"))))
+    expected = full[0].clamp(0, 1).mul(255).round()
+    # tiles of 8 px with 4 px overlap on a tiny net: equal to the untiled forward away from seams
+    assert got.shape == expected.shape == (3, 48, 40)
+    assert (got - expected).abs().max() <= 1

@@ -10,6 +10,7 @@ disk, not GPU memory; results are written as PNG (``<output>/<relative path>/<st
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from featlab.data.images import IMAGE_EXTENSIONS, list_images, load_rgb
 from featlab.errors import ConfigError, require
+from featlab.files import write_with
 from featlab.tools.checkpoint import load_net_from_checkpoint, resolve_checkpoint, run_cli
 from featlab.tools.tiled import tiled_forward
 
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 class UpscaleArgs:
     """Command-line keys; ``???`` marks the required ones."""
 
-    ckpt_path: str = "???"       # SR training checkpoint (runs/<study>/<run>/checkpoints/*.ckpt)
+    ckpt_path: str = "???"       # SR checkpoint (runs/.../*.ckpt) or published file (RealESRGAN_x4plus.pth, ...)
     input: str = "???"           # an image, or a folder searched recursively
     output: str = "???"          # folder for the PNG results (input layout kept)
     tile: int = 128              # LR tile size: bounds memory, not image size
@@ -80,28 +82,53 @@ def to_image(sr: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
+def plan_outputs(root: Path, files: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """``{input: output PNG}``; refuses any plan that would overwrite an input or write two
+    inputs to one file (``a.png`` and ``a.jpg`` both map to ``a.png``)."""
+    inputs = {f.resolve() for f in files}
+    plan: dict[Path, Path] = {}
+    seen: dict[Path, Path] = {}
+    for file in files:
+        target = (out_dir / file.relative_to(root)).with_suffix(".png")
+        resolved = target.resolve()
+        if resolved in inputs:
+            raise ConfigError("output", f"writing '{target}' would overwrite the input '{file}'; choose another output folder")
+        if resolved in seen:
+            raise ConfigError(
+                "output", f"'{seen[resolved]}' and '{file}' would both be written to '{target}'; rename one of them"
+            )
+        seen[resolved] = file
+        plan[file] = target
+    return plan
+
+
 def upscale(args: UpscaleArgs) -> list[Path]:
-    """Upscale every input image; returns the written paths."""
+    """Upscale every input image; returns the written paths (each written atomically)."""
     resolve_checkpoint(args.ckpt_path)
     root, files = input_images(Path(args.input).expanduser())
+    out_dir = Path(args.output).expanduser()
+    if Path(args.input).expanduser().is_dir() and out_dir.resolve() == root.resolve():
+        raise ConfigError("output", f"'{out_dir}' is the input folder; choose another output folder")
+    plan = plan_outputs(root, files, out_dir)  # before the (slow) model load: bad plans fail fast
     device = resolve_device(args.device)
     net, hparams = load_net_from_checkpoint(args.ckpt_path, map_location="cpu")
     net = net.to(device)
     scale = int(getattr(net, "scale", None) or hparams["scale"])  # the net's own scale is the truth
-    out_dir = Path(args.output).expanduser()
     written = []
-    for file in files:
+    for index, (file, target) in enumerate(plan.items(), 1):
         try:
             rgb = load_rgb(file)
-        except (OSError, UnidentifiedImageError) as err:
-            print(f"skipping unreadable image {file} ({err})")
+        except (OSError, UnidentifiedImageError, ConfigError) as err:
+            print(f"[{index}/{len(plan)}] skipping unreadable image {file} ({err})")
             continue
+        start = time.perf_counter()
         sr = tiled_forward(net, to_tensor(rgb), scale, args.tile, args.overlap, args.batch_tiles, args.blend)
-        target = (out_dir / file.relative_to(root)).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        to_image(sr).save(target)
+        image = to_image(sr)
+        write_with(target, lambda buffer, image=image: image.save(buffer, format="PNG"))
         written.append(target)
-        print(f"{file} -> {target} (x{scale})")
+        seconds = time.perf_counter() - start
+        print(f"[{index}/{len(plan)}] {file} -> {target} (x{scale}, {rgb.shape[1]}x{rgb.shape[0]} px, {seconds:.1f} s)",
+              flush=True)
     return written
 
 
