@@ -19,6 +19,16 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 FAST = ["trainer=cpu", "logger=csv", "trainer.enable_progress_bar=false", "data.num_workers=0"]
 
 
+END_TO_END_FIXTURES = {"train_run", "multirun"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that run the real entry point (through these fixtures) are end-to-end: mark them slow."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     """Every test starts from the same RNG state, whatever ran before it (no order-dependent flakes)."""

@@ -1,4 +1,5 @@
-"""Composing the Hydra config tree outside ``@hydra.main`` (tests, eval, tools)."""
+"""Configs as data: composing the Hydra tree outside ``@hydra.main`` (tests, eval, tools), plain
+containers for hyper-parameters, and instantiating ``_target_`` configs with readable errors."""
 
 from __future__ import annotations
 
@@ -6,14 +7,41 @@ import hashlib
 import importlib.resources
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from featlab.errors import ConfigError, unknown_name
+from featlab.errors import ConfigError, unknown_name, user_error_in
+
+
+def to_plain(cfg: Any) -> Any:
+    """Resolved plain containers: hyper-parameters must pickle and log without OmegaConf."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def build(cfg: Mapping | None, **kwargs: Any) -> Any:
+    """Instantiate a ``_target_`` config (``None`` stays ``None``).
+
+    Hydra wraps whatever the constructor raised in its InstantiationException; a ConfigError
+    inside is re-raised as itself, so a bad value reads as the one line naming its key.
+    """
+    if cfg is None:
+        return None
+    try:
+        return instantiate(OmegaConf.create(to_plain(cfg)), **kwargs)
+    except Exception as err:
+        cause = user_error_in(err, (ConfigError,))
+        if cause is not None and cause is not err:
+            raise cause from None
+        raise
 
 
 def short_dirname(text: str, limit: int = 120) -> str:

@@ -28,3 +28,26 @@ def require(condition: bool, key: str | None, message: str) -> None:
     """Raise :class:`ConfigError` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(key, message)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or inf; the message names the term and what to try."""
+
+
+USER_ERRORS = (ConfigError, NonFiniteLossError)
+
+
+def user_error_in(err: BaseException, kinds: tuple[type[BaseException], ...] = USER_ERRORS) -> BaseException | None:
+    """The user-facing error somewhere in ``err``'s cause/context chain, or None.
+
+    Hydra's ``instantiate`` and Lightning's trainer wrap whatever a constructor or hook raised;
+    the one line worth showing is the ConfigError (or NaN report) inside.
+    """
+    seen: BaseException | None = err
+    visited = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        if isinstance(seen, kinds):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -23,12 +23,11 @@ from featlab.callbacks.results import ResultsWriter
 from featlab.checkpoints import SafeCheckpointIO
 from featlab.checkpoints import load_checkpoint as read_checkpoint
 from featlab.cli import exit_on_user_error, key_help, wants_help
-from featlab.config import compose
+from featlab.config import compose, to_plain
 from featlab.errors import ConfigError
 from featlab.nets.own_checkpoint import is_featlab_checkpoint
 from featlab.nets.published import from_contents
 from featlab.overrides import merge_overrides, split_overrides
-from featlab.tasks.base import to_plain
 
 log = logging.getLogger("featlab.eval")
 

@@ -30,12 +30,11 @@ from featlab.callbacks.progress import ProgressLog
 from featlab.callbacks.results import ResultsWriter
 from featlab.callbacks.resume import CheckpointOnSignal, RNGState
 from featlab.checkpoints import SafeCheckpointIO
-from featlab.cli import exit_on_user_error, user_error_in
-from featlab.config import check_config_choices, config_source, user_config_dirs
-from featlab.errors import ConfigError
+from featlab.cli import exit_on_user_error
+from featlab.config import check_config_choices, config_source, to_plain, user_config_dirs
+from featlab.errors import ConfigError, user_error_in
 from featlab.loggers import build_loggers, finish_wandb, flatten
 from featlab.runlog import record, run_log
-from featlab.tasks.base import to_plain
 
 log = logging.getLogger("featlab")
 SIGTERM_EXIT_CODE = 143

@@ -1,4 +1,4 @@
-"""feature_norm: parameter-free layernorm, standardize with frozen data statistics, feature_stats."""
+"""feature_norm: the extractor's parameter-free layernorm, standardize with frozen data statistics, feature_stats."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from featlab.backbones import create
+from featlab.backbones.featnorm import FeatureNormalizer
 from featlab.errors import ConfigError
 
 
@@ -24,42 +25,24 @@ def test_layernorm_is_zero_mean_unit_std_per_position() -> None:
     torch.testing.assert_close(spatial.var(dim=1, unbiased=False), expected, atol=1e-4, rtol=1e-4)
     assert (var_before > 1e-3).float().mean() > 0.9  # so the check is mostly "= 1"
     assert torch.allclose(out["pool"].mean(dim=1), torch.zeros(()), atol=1e-5)
-    assert not list(fx.standardizers.parameters())
+    assert fx.state_dict().keys() == raw.state_dict().keys()  # parameter-free: nothing to store
 
 
-def test_standardize_needs_fitting_then_freezes() -> None:
-    torch.manual_seed(0)
-    fx = create("resnet_tiny_test", ["stages.1", "pool"], pretrained=False, feature_norm="standardize")
-    data = [torch.rand(4, 3, 64, 64) for _ in range(3)]
-    with pytest.raises(ConfigError, match="fit_standardization"):
-        fx(data[0])
-    fx.fit_standardization(data)
-    assert fx.statistics_frozen
-    raw = torch.cat([fx.raw_features(x)["stages.1"] for x in data]).double()
-    mean = raw.mean(dim=(0, 2, 3), keepdim=True)
-    var = raw.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
-    standardized = torch.cat([fx(x)["stages.1"] for x in data]).double()
-    std = (var + 1e-6).sqrt()
-    std = std.clamp_min(0.1 * std.flatten().median())  # dead channels' std is floored
-    assert torch.allclose(standardized, (raw - mean) / std, atol=1e-4)
-    mean_before = fx.standardizers["stages_1"].mean.clone()
-    fx.freeze_statistics()  # idempotent
-    with pytest.raises(RuntimeError, match="frozen"):
-        fx.update_statistics(torch.rand(2, 3, 64, 64))
-    fx(torch.rand(2, 3, 64, 64) * 5)
-    assert torch.equal(fx.standardizers["stages_1"].mean, mean_before)
-    state = fx.statistics_state()
-    assert set(state) == {"stages.1", "pool"} and state["pool"]["count"].item() == 12
+def test_extractor_refuses_standardize_at_construction() -> None:
+    """Standardising needs statistics fitted on data, which the owner of a FeatureNormalizer does."""
+    with pytest.raises(ConfigError, match=r"loss.perceptual.feature_norm: .*'standardize'.*layernorm, none"):
+        create("resnet_tiny_test", ["last"], pretrained=False, feature_norm="standardize",
+               config_key="loss.perceptual")
 
 
 def test_standardize_statistics_survive_a_state_dict_roundtrip() -> None:
-    fx = create("vit_tiny_test", ["last"], pretrained=False, feature_norm="standardize")
-    fx.update_statistics(torch.rand(2, 3, 64, 64))
-    fx.freeze_statistics()
-    other = create("vit_tiny_test", ["last"], pretrained=False, feature_norm="standardize")
-    other.load_state_dict(fx.state_dict())
-    x = torch.rand(1, 3, 64, 64)
-    assert other.statistics_frozen and torch.allclose(other(x)["last"], fx(x)["last"])
+    norm = FeatureNormalizer(channels=8, mode="standardize")
+    norm.update(torch.randn(4, 8, 5, 5) * 3 + 1)
+    norm.freeze(sync=False)
+    other = FeatureNormalizer(channels=8, mode="standardize")
+    other.load_state_dict(norm.state_dict())
+    x = torch.randn(2, 8, 5, 5)
+    assert other.is_frozen and torch.equal(other(x), norm(x))
 
 
 def test_feature_stats_reports_raw_scale() -> None:

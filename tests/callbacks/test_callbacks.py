@@ -4,12 +4,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from featlab.callbacks.images import grid_from_columns, save_png
 from featlab.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 from featlab.callbacks.results import ResultsWriter
 from featlab.callbacks.throughput import batch_size_of
-from featlab.cli import exit_on_user_error, user_error_in
-from featlab.errors import ConfigError, unknown_name
+from featlab.cli import exit_on_user_error
+from featlab.errors import ConfigError, unknown_name, user_error_in
+from featlab.visualize import grid_from_columns, save_png
 
 
 def test_nan_guard_names_the_term():

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from featlab.backbones.featnorm import FeatureNormalizer
 from featlab.errors import ConfigError
 from featlab.nets.decoders import MLPBroadcastDecoder
-from featlab.nets.slot_attention import FeatureNormalizer, SlotAttention
+from featlab.nets.slot_attention import SlotAttention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

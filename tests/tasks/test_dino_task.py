@@ -205,7 +205,7 @@ def test_exported_teacher_backbone_loads_through_the_backbone_layer(task, tmp_pa
             assert fx(x)["last"].shape == (2, 32, 4, 4)
 
 
-def test_bench_inputs_flops_and_image_counts(task):
+def test_bench_inputs_and_image_counts(task):
     cpu = torch.device("cpu")
     crops = task.synthetic_batch(3, cpu)["crops"]
     assert [c.shape[-1] for c in crops] == [32, 32, 16, 16] and task.images_in_batch({"crops": crops}) == 3
@@ -213,9 +213,6 @@ def test_bench_inputs_flops_and_image_counts(task):
     batch = images_task.synthetic_batch(3, cpu)
     assert batch["images"].dtype == torch.uint8 and images_task.images_in_batch(batch) == 3
     assert [c.shape[-1] for c in images_task.crops_of(batch)] == [32, 32, 16, 16]
-    center = task.loss.center.clone()
-    flops = task.model_flops_per_image()
-    assert flops > 0 and torch.equal(task.loss.center, center)
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [

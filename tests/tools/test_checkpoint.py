@@ -8,9 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from featlab.cli import parse_key_values, run_cli
 from featlab.errors import ConfigError
 from featlab.nets.sr import EDSR
-from featlab.tools.checkpoint import load_net_from_checkpoint, parse_key_values, run_cli, save_net_checkpoint
+from featlab.tools.checkpoint import load_net_from_checkpoint, save_net_checkpoint
 
 CFG = {"_target_": "featlab.nets.sr.edsr.EDSR", "scale": 2, "n_resblocks": 1, "n_feats": 8}
 

@@ -144,6 +144,7 @@ def test_upscale_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         assert err.startswith(f"error: {prefix}") and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_upscale_module_entry_point_has_no_traceback(tmp_path):
     import subprocess
     import sys

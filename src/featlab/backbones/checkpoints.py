@@ -21,7 +21,7 @@ from featlab.errors import ConfigError
 FORMAT_KEY = "featlab_backbone"
 _CONTAINERS = ("teacher", "state_dict", "model", "backbone", "module", "model_state")
 _PREFIXES = ("module.", "_orig_mod.", "teacher.", "backbone.", "model.", "encoder.")
-# classifier/projection heads, and an extractor's own standardization buffers (fx.state_dict() files)
+# classifier/projection heads, and the standardization buffers older extractors kept (fx.state_dict() files)
 _IGNORED_PREFIXES = (
     "head.",
     "fc.",

@@ -8,14 +8,14 @@ frozen extractor's own parameters never need or get gradients.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featlab.backbones.featnorm import ChannelStandardizer, buffer_key, layer_norm_channels
+from featlab.backbones.featnorm import layer_norm_channels
 from featlab.errors import ConfigError
 
 
@@ -70,10 +70,6 @@ class FeatureExtractor(nn.Module):
             "pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
         )
         self.channels, self.strides = self._probe()
-        self.standardizers = nn.ModuleDict()
-        if feature_norm == "standardize":
-            for layer in self.layers:
-                self.standardizers[buffer_key(layer)] = ChannelStandardizer(self.channels[layer])
         if self.frozen:
             self.requires_grad_(False)
             self.train(False)
@@ -82,11 +78,9 @@ class FeatureExtractor(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, 3, H, W)`` RGB in [0, 1] -> ``{layer: (B, C, h, w) or (B, C)}`` in request order."""
         raw = self.taps.run(self.model, self.prepare(x), self.layers)
-        if self.feature_norm == "none":
-            return raw
         if self.feature_norm == "layernorm":
             return {layer: layer_norm_channels(f) for layer, f in raw.items()}
-        return {layer: self._standardizer(layer)(f) for layer, f in raw.items()}
+        return raw
 
     def raw_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Like ``forward`` but without ``feature_norm``: what :meth:`feature_stats` should see."""
@@ -127,55 +121,6 @@ class FeatureExtractor(nn.Module):
         return super().train(False if self.frozen else mode)
 
     # ------------------------------------------------------------------ statistics
-    def _standardizer(self, layer: str) -> ChannelStandardizer:
-        module = self.standardizers[buffer_key(layer)]
-        if not module.frozen:
-            raise ConfigError(
-                f"{self.config_key}.feature_norm",
-                "feature_norm=standardize needs statistics first: call "
-                "fx.fit_standardization(batches) or update_statistics(x) + freeze_statistics()",
-            )
-        return module
-
-    def _require_standardize(self) -> None:
-        if self.feature_norm != "standardize":
-            raise ConfigError(
-                f"{self.config_key}.feature_norm",
-                f"statistics are only kept for feature_norm=standardize (got {self.feature_norm})",
-            )
-
-    @torch.no_grad()
-    def update_statistics(self, x: torch.Tensor) -> None:
-        """Accumulate per-channel sums of the raw features of one batch (pixels in [0, 1])."""
-        self._require_standardize()
-        for layer, feature in self.raw_features(x).items():
-            self.standardizers[buffer_key(layer)].update(feature)
-
-    def freeze_statistics(self, sync: bool = True) -> None:
-        """Fix mean/std from the sums (all-reduced across DDP ranks when ``sync``); irreversible."""
-        self._require_standardize()
-        for module in self.standardizers.values():
-            module.freeze(sync=sync)
-
-    def fit_standardization(self, batches: Iterable[torch.Tensor | Sequence[Any]], sync: bool = True) -> None:
-        """Estimate statistics from an iterable of image batches (or tuples whose first item is one)."""
-        for batch in batches:
-            images = batch if torch.is_tensor(batch) else batch[0]
-            self.update_statistics(images.to(self.pixel_mean.device))
-        self.freeze_statistics(sync=sync)
-
-    def statistics_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """``{layer: {count, sum, sumsq}}``: the live buffers, so a caller may all_reduce them in place."""
-        self._require_standardize()
-        return {
-            layer: {k: getattr(self.standardizers[buffer_key(layer)], k) for k in ("count", "sum", "sumsq")}
-            for layer in self.layers
-        }
-
-    @property
-    def statistics_frozen(self) -> bool:
-        return self.feature_norm == "standardize" and all(m.frozen for m in self.standardizers.values())
-
     @staticmethod
     @torch.no_grad()
     def feature_stats(out: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

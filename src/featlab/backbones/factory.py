@@ -16,7 +16,7 @@ from torch import nn
 
 from featlab.backbones.checkpoints import load_into, read_checkpoint
 from featlab.backbones.extractor import FeatureExtractor
-from featlab.backbones.featnorm import FEATURE_NORMS
+from featlab.backbones.featnorm import EXTRACTOR_NORMS
 from featlab.backbones.hub import pretrained_file
 from featlab.backbones.registry import BackboneSpec, get_spec, taps_for
 from featlab.errors import ConfigError, unknown_name
@@ -68,8 +68,8 @@ def create(
             f"{config_key}.checkpoint", "name=checkpoint needs checkpoint=<file from save_backbone>"
         )
     spec = get_spec(name, name_key)
-    if feature_norm not in FEATURE_NORMS:
-        raise unknown_name(f"{config_key}.feature_norm", feature_norm, FEATURE_NORMS, "feature_norm")
+    if feature_norm not in EXTRACTOR_NORMS:
+        raise unknown_name(f"{config_key}.feature_norm", feature_norm, EXTRACTOR_NORMS, "feature_norm")
     kwargs = {
         "num_classes": 0,
         **({"dynamic_img_size": True} if spec.kind == "vit" else {}),

@@ -1,15 +1,18 @@
-"""Feature normalisation applied to each extracted layer: ``none | layernorm | standardize``.
+"""Feature normalisation: ``none | layernorm | standardize``.
 
 Raw feature scales differ by almost an order of magnitude between backbones (the slot study), so
 losses and decoders that compare backbones need a common scale. ``layernorm`` is parameter-free
-and per position; ``standardize`` uses per-channel statistics estimated from data, accumulated as
-sums and counts so that DDP ranks can all-reduce them before they are frozen. Accumulate and
+and per position, so the extractor applies it itself (``create(..., feature_norm=...)``, the
+options in ``EXTRACTOR_NORMS``). ``standardize`` uses per-channel statistics estimated from data
+(:class:`FeatureNormalizer`, owned by the module that fits them, e.g. the slots task), accumulated
+as sums and counts so that DDP ranks can all-reduce them before they are frozen. Accumulate and
 freeze in one go (e.g. in ``on_fit_start``) before any DDP-wrapped forward: DDP broadcasts rank 0's
 buffers on every forward, which would overwrite the other ranks' partial sums.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -17,7 +20,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from featlab.errors import require, unknown_name
+
 FEATURE_NORMS = ("none", "layernorm", "standardize")
+EXTRACTOR_NORMS = ("none", "layernorm")  # the ones that need no statistics fitted on data
 
 
 def layer_norm_channels(feature: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -91,6 +97,55 @@ class ChannelStandardizer(nn.Module):
         self.frozen = bool(self.frozen_flag)
 
 
-def buffer_key(layer: str) -> str:
-    """ModuleDict keys cannot contain dots (``stages.0``)."""
-    return layer.replace(".", "_")
+
+class FeatureNormalizer(nn.Module):
+    """``none``, per-position ``layernorm``, or per-channel ``standardize`` with training-set statistics.
+
+    Channel sums of the *raw* features are accumulated in every mode (:meth:`update`) because the
+    backbone comparison reports each backbone's raw mean/std; :meth:`freeze` all-reduces the sums
+    across DDP ranks and fixes mean/std for good (dead channels' std floored, see
+    :class:`ChannelStandardizer`, whose buffers also carry the statistics in checkpoints).
+    """
+
+    def __init__(self, channels: int, mode: str = "standardize", min_std_fraction: float = 0.1,
+                 key: str = "task.feature_norm") -> None:
+        super().__init__()
+        if mode not in FEATURE_NORMS:
+            raise unknown_name(key, mode, FEATURE_NORMS, "feature normalisation")
+        self.mode, self.channels, self.key = mode, channels, key
+        self.stats = ChannelStandardizer(channels, min_std_fraction=min_std_fraction)
+
+    @property
+    def is_frozen(self) -> bool:
+        return self.stats.frozen
+
+    def update(self, features: torch.Tensor) -> None:
+        """Add a batch of (B, C, H, W) raw features to the sums; a no-op once frozen."""
+        if not self.is_frozen:
+            self.stats.update(features)
+
+    def freeze(self, sync: bool = True) -> None:
+        """Fix the statistics (summed over DDP ranks when ``sync``); later updates are ignored."""
+        require(float(self.stats.count) > 0, "task.stats_batches",
+                "no features were seen before freezing the statistics; give at least one batch")
+        if self.is_frozen:
+            return
+        self.stats.freeze(sync=sync)
+
+    def raw_statistics(self) -> tuple[float, float]:
+        """Global mean and std of the raw features over every channel and position seen."""
+        n = float(self.stats.count) * self.channels
+        if n == 0:
+            return math.nan, math.nan
+        mean = float(self.stats.sum.sum()) / n
+        return mean, math.sqrt(max(float(self.stats.sumsq.sum()) / n - mean * mean, 0.0))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.mode == "layernorm":
+            return layer_norm_channels(features)
+        if self.mode == "standardize":
+            require(self.is_frozen, self.key,
+                    "standardize needs training-set statistics: they are estimated when fit starts "
+                    "(or come with a checkpoint); use layernorm/none to skip them")
+            return self.stats(features)
+        return features

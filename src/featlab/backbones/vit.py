@@ -70,9 +70,6 @@ class ViTTaps:
         if getattr(model, "attn_pool", None) is not None:
             model.attn_pool = None
 
-    def channels(self, layer: str) -> int:
-        return self.embed_dim
-
     def run(self, model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """One pass through the kept blocks, collecting every requested layer on the way."""
         batch, _, height, width = x.shape

@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from featlab.errors import NonFiniteLossError
 
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or inf; the message names the term and what to try."""
+__all__ = ["NaNGuard", "NonFiniteLossError"]
 
 
 class NaNGuard(L.Callback):

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from featlab.config import to_plain
 from featlab.data.base import BaseDataModule
 from featlab.data.degradations import Degradation
 from featlab.data.face_augment import FaceAugment
 from featlab.data.images import CorruptFileReport, list_class_folders, load_all_rgb
 from featlab.data.synthetic_faces import SyntheticFaceSpec, synthetic_face_root
 from featlab.errors import ConfigError, require
-from featlab.tasks.base import to_plain
 
 log = logging.getLogger(__name__)
 

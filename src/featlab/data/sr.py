@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from featlab.config import to_plain
 from featlab.data.base import BaseDataModule
 from featlab.data.degradations import Degradation
 from featlab.data.images import CorruptFileReport, list_images, load_all_rgb
 from featlab.data.samples import center_crop, sample_photos
 from featlab.errors import ConfigError, require, unknown_name
-from featlab.tasks.base import to_plain
 
 log = logging.getLogger(__name__)
 

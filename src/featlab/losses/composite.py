@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from featlab.config import build
 from featlab.errors import ConfigError
 
 
@@ -42,13 +42,7 @@ class CompositeLoss(nn.Module):
             weight = float(term_cfg.pop("weight", 1.0))
             if weight == 0.0:
                 continue
-            try:
-                terms[name] = instantiate(term_cfg)
-            except Exception as err:  # Hydra wraps errors raised inside the term; surface ours
-                cause = _config_error_in(err)
-                if cause is not None:
-                    raise cause from None
-                raise
+            terms[name] = build(term_cfg)
             weights[name] = weight
         return cls(terms, weights)
 
@@ -57,12 +51,3 @@ class CompositeLoss(nn.Module):
         total = torch.stack([v.float() for v in values.values()]).sum()
         return total, values
 
-
-def _config_error_in(err: BaseException) -> ConfigError | None:
-    """The ConfigError somewhere in an exception's cause chain, if any."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, ConfigError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None

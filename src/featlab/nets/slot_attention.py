@@ -13,12 +13,9 @@ decoder's reconstruction target, and a learnable target could shrink to zero to 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from featlab.backbones.featnorm import FEATURE_NORMS, ChannelStandardizer, layer_norm_channels
 from featlab.errors import require, unknown_name
 
 SLOT_INITS = ("sampled", "learned")
@@ -130,55 +127,3 @@ class SlotAttention(nn.Module):
             slots = slots + self.mlp(self.norm_mlp(slots))
         assert attn is not None
         return slots, attn
-
-
-class FeatureNormalizer(nn.Module):
-    """``none``, per-position ``layernorm``, or per-channel ``standardize`` with training-set statistics.
-
-    Channel sums of the *raw* features are accumulated in every mode (:meth:`update`) because the
-    backbone comparison reports each backbone's raw mean/std; :meth:`freeze` all-reduces the sums
-    across DDP ranks and fixes mean/std for good (dead channels' std floored, see
-    :class:`ChannelStandardizer`, whose buffers also carry the statistics in checkpoints).
-    """
-
-    def __init__(self, channels: int, mode: str = "standardize", min_std_fraction: float = 0.1) -> None:
-        super().__init__()
-        if mode not in FEATURE_NORMS:
-            raise unknown_name("task.feature_norm", mode, FEATURE_NORMS, "feature normalisation")
-        self.mode, self.channels = mode, channels
-        self.stats = ChannelStandardizer(channels, min_std_fraction=min_std_fraction)
-
-    @property
-    def is_frozen(self) -> bool:
-        return self.stats.frozen
-
-    def update(self, features: torch.Tensor) -> None:
-        """Add a batch of (B, C, H, W) raw features to the sums; a no-op once frozen."""
-        if not self.is_frozen:
-            self.stats.update(features)
-
-    def freeze(self, sync: bool = True) -> None:
-        """Fix the statistics (summed over DDP ranks when ``sync``); later updates are ignored."""
-        require(float(self.stats.count) > 0, "task.stats_batches",
-                "no features were seen before freezing the statistics; give at least one batch")
-        if self.is_frozen:
-            return
-        self.stats.freeze(sync=sync)
-
-    def raw_statistics(self) -> tuple[float, float]:
-        """Global mean and std of the raw features over every channel and position seen."""
-        n = float(self.stats.count) * self.channels
-        if n == 0:
-            return math.nan, math.nan
-        mean = float(self.stats.sum.sum()) / n
-        return mean, math.sqrt(max(float(self.stats.sumsq.sum()) / n - mean * mean, 0.0))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.mode == "layernorm":
-            return layer_norm_channels(features)
-        if self.mode == "standardize":
-            require(self.is_frozen, "task.feature_norm",
-                    "standardize needs training-set statistics: they are estimated when fit starts "
-                    "(or come with a checkpoint); use layernorm/none to skip them")
-            return self.stats(features)
-        return features

@@ -14,28 +14,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from featlab.checkpoints import make_loadable
+from featlab.config import to_plain
 from featlab.errors import ConfigError, require
 from featlab.optim import build_lr_lambda, build_optimizer
 
 log = logging.getLogger(__name__)
-
-
-def to_plain(cfg: Any) -> Any:
-    """Resolved plain containers: hyper-parameters must pickle and log without OmegaConf."""
-    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
-
-
-def build(cfg: Mapping | None, **kwargs: Any) -> Any:
-    """Instantiate a ``_target_`` config (``None`` stays ``None``)."""
-    if cfg is None:
-        return None
-    return instantiate(OmegaConf.create(to_plain(cfg)), **kwargs)
 
 
 def epochs_are_truncated(trainer: L.Trainer) -> bool:

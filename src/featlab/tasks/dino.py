@@ -19,31 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from featlab.backbones import FeatureExtractor, save_backbone
-from featlab.cli import user_error_in
+from featlab.config import build, to_plain
 from featlab.data.multicrop import MultiCrop, to_float_crops
 from featlab.errors import ConfigError, require
 from featlab.losses.dino import DINOLoss, collapse_flag
 from featlab.nets.dino_model import DINOModel, clip_grad_per_parameter_, ema_update_
 from featlab.optim import cosine_value
-from featlab.tasks.base import FeatlabTask, build, to_plain
+from featlab.tasks.base import FeatlabTask
 
 log = logging.getLogger(__name__)
 
 BENCH_INPUTS = ("images", "crops")
-
-
-def build_plainly(cfg: Mapping, **kwargs: Any) -> Any:
-    """``build`` with Hydra's InstantiationException unwrapped, so bad config reads as one line."""
-    try:
-        return build(cfg, **kwargs)
-    except Exception as err:
-        cause = user_error_in(err)
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise
 
 
 class DINOTask(FeatlabTask):
@@ -72,9 +60,9 @@ class DINOTask(FeatlabTask):
                 f"need 0 <= momentum_teacher ({momentum_teacher}) <= momentum_teacher_end ({momentum_teacher_end}) <= 1")
         require(bench_input in BENCH_INPUTS, "task.bench_input", f"must be one of {BENCH_INPUTS}, got {bench_input!r}")
         self.multicrop = MultiCrop(**to_plain(multicrop))
-        self.student: DINOModel = build_plainly(net, channels_last=channels_last)
+        self.student: DINOModel = build(net, channels_last=channels_last)
         # the teacher starts as an exact copy; no drop-path (it only ever provides targets)
-        self.teacher: DINOModel = build_plainly(net, channels_last=channels_last, drop_path_rate=0.0)
+        self.teacher: DINOModel = build(net, channels_last=channels_last, drop_path_rate=0.0)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self._check_crops_fit_backbone()
@@ -82,7 +70,7 @@ class DINOTask(FeatlabTask):
         out_dim = self.student.head.out_dim
         require(loss_cfg.pop("out_dim", out_dim) == out_dim, "loss.out_dim",
                 f"must equal net.out_dim ({out_dim}); leave it unset, the task fills it in")
-        self.loss: DINOLoss = build_plainly(loss_cfg, out_dim=out_dim, ncrops=self.multicrop.ncrops)
+        self.loss: DINOLoss = build(loss_cfg, out_dim=out_dim, ncrops=self.multicrop.ncrops)
         self.base_optim_cfg = dict(self.optim_cfg)
         self.base_scheduler_cfg = dict(self.scheduler_cfg)
         self.momentum_teacher = momentum_teacher
@@ -281,18 +269,3 @@ class DINOTask(FeatlabTask):
         pairing and exported state dicts are unchanged; one graph per crop resolution."""
         self.student.compile()
         self.teacher.compile()
-
-    def model_flops_per_image(self, batch_size: int = 2) -> float:
-        """Model FLOPs of one training step per image (student fwd+bwd on all crops, teacher fwd), for MFU.
-
-        Counted with ``torch.utils.flop_counter`` on synthetic crops, so it matches what the bench
-        times; augmentation, optimiser and EMA are not model FLOPs.
-        """
-        crops = [torch.rand(batch_size, 3, s, s, device=self.device) for s in self.multicrop.crop_sizes]
-        center = self.loss.center.clone()
-        with FlopCounterMode(display=False) as counter:
-            loss, _ = self.dino_step(crops)
-            loss.backward()
-        self.student.zero_grad(set_to_none=True)
-        self.loss.center.copy_(center)
-        return counter.get_total_flops() / batch_size

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from featlab.backbones.edgeface import EdgeFaceEmbedder
-from featlab.callbacks.images import grid_from_columns
+from featlab.config import build, to_plain
 from featlab.errors import require
 from featlab.losses.composite import CompositeLoss
 from featlab.losses.identity import IdentityLoss
@@ -42,7 +42,8 @@ from featlab.metrics.identification import (
 )
 from featlab.metrics.sr import SRMetrics
 from featlab.nets.sr.blocks import bicubic_upsample
-from featlab.tasks.base import FeatlabTask, build, to_plain
+from featlab.tasks.base import FeatlabTask
+from featlab.visualize import grid_from_columns
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featlab.callbacks.images import grid_from_columns
 from featlab.losses.composite import CompositeLoss
 from featlab.metrics.sr import SRMetrics
 from featlab.nets.published import build_net
 from featlab.tasks.base import FeatlabTask
+from featlab.visualize import grid_from_columns
 
 
 def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -22,7 +22,6 @@ so model selection does not look at the masks.
 
 from __future__ import annotations
 
-import colorsys
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,12 +34,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from featlab.backbones import create
-from featlab.callbacks.images import grid_from_columns, save_png
+from featlab.backbones.featnorm import FeatureNormalizer
+from featlab.config import to_plain
 from featlab.errors import ConfigError, require
 from featlab.metrics.segmentation import SlotSegmentationMetrics, masks_to_ids
 from featlab.nets.decoders import MLPBroadcastDecoder
-from featlab.nets.slot_attention import FeatureNormalizer, SlotAttention
-from featlab.tasks.base import FeatlabTask, to_plain
+from featlab.nets.slot_attention import SlotAttention
+from featlab.tasks.base import FeatlabTask
+from featlab.visualize import colour_ids, grid_from_columns, save_png, save_titled_grid
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +56,6 @@ class SlotOutput:
     masks: torch.Tensor  # (B, K, G, G) decoder alpha masks, softmax over slots
     attention: torch.Tensor  # (B, K, N) slot-attention weights of the last iteration
     slots: torch.Tensor  # (B, K, D)
-
-
-def slot_palette(count: int) -> torch.Tensor:
-    """(count, 3) well-separated colours (golden-ratio hues); row 0 is used for background ids."""
-    return torch.tensor([colorsys.hsv_to_rgb((0.07 + i * 0.618034) % 1.0, 0.75, 0.95) for i in range(count)])
-
-
-def colour_ids(ids: torch.Tensor, count: int, background_black: bool = False) -> torch.Tensor:
-    """(B, H, W) ids -> (B, 3, H, W) colours; with ``background_black`` id 0 is drawn black."""
-    palette = slot_palette(max(count, int(ids.max()) + 1)).to(ids.device)
-    if background_black:
-        palette[0] = 0.0
-    return palette[ids].permute(0, 3, 1, 2)
 
 
 class SlotAttentionTask(FeatlabTask):
@@ -317,21 +305,8 @@ class SlotAttentionTask(FeatlabTask):
         assert self.figure_batch is not None
         columns = self.figure_batch
         rows = next(iter(columns.values())).shape[0]
-        fig = Figure(figsize=(1.6 * len(columns), 1.6 * rows))
-        axes = fig.subplots(rows, len(columns), squeeze=False)
-        for c, (title, images) in enumerate(columns.items()):
-            for r in range(rows):
-                ax = axes[r][c]
-                ax.imshow(images[r].clamp(0, 1).permute(1, 2, 0).numpy())
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(title, fontsize=8)
-        fig.suptitle(f"{self.backbone_name} @ {self.tap_layer}, feature_norm={self.normalizer.mode}", fontsize=9)
-        fig.tight_layout()
-        path = self.run_dir() / "slots" / "test_slots.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        title = f"{self.backbone_name} @ {self.tap_layer}, feature_norm={self.normalizer.mode}"
+        path = save_titled_grid(columns, title, self.run_dir() / "slots" / "test_slots.png")
         save_png(grid_from_columns(columns, max_rows=rows), self.run_dir() / "slots" / "test_slots_grid.png")
         for logger in self.loggers:
             if hasattr(logger, "log_image"):

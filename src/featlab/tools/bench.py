@@ -57,7 +57,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_task(cfg: DictConfig, device: torch.device, channels_last: bool) -> torch.nn.Module:
+def build_task(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     task = instantiate(cfg.task, _recursive_=False)
     task.to(device)
     if cfg.get("compile"):
@@ -68,7 +68,7 @@ def build_task(cfg: DictConfig, device: torch.device, channels_last: bool) -> to
 def bench_variant(name: str, cfg: DictConfig, bench: DictConfig, device: torch.device) -> BenchResult:
     """Time ``bench.steps`` training steps after ``bench.warmup`` untimed ones."""
     torch.manual_seed(0)
-    task = build_task(cfg, device, bench.channels_last)
+    task = build_task(cfg, device)
     task.train()
     optimizer = build_optimizer(task.optimizer_parameters(), **task.optim_cfg)
     batch = task.synthetic_batch(int(bench.batch_size), device, **OmegaConf.to_container(bench.batch_kwargs))

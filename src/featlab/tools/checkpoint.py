@@ -1,5 +1,5 @@
-"""Rebuild an SR network from a checkpoint, and the command-line front door shared by the tools
-that start from one (``upscale``, ``export_onnx``).
+"""Rebuild an SR network from a checkpoint, for the tools that start from one (``upscale``,
+``export_onnx``); their command-line front door is :mod:`featlab.cli`.
 
 A checkpoint is a featlab training checkpoint (the SISR task saves the net's resolved Hydra config
 under ``hyper_parameters["net"]`` and its weights under the ``net.`` prefix of ``state_dict``;
@@ -11,19 +11,14 @@ both read by :mod:`featlab.nets.published`.
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from featlab.checkpoints import load_checkpoint, save_checkpoint
-from featlab.cli import key_help, wants_help
 from featlab.errors import ConfigError, require
 from featlab.nets.own_checkpoint import NET_PREFIX, is_featlab_checkpoint
 from featlab.nets.published import from_contents
@@ -70,43 +65,3 @@ def save_net_checkpoint(
     )
 
 
-def parse_key_values(schema: type[T], argv: Sequence[str]) -> T:
-    """Parse Hydra-style ``key=value`` arguments into the dataclass ``schema``.
-
-    OmegaConf does the typing (ints, bools, null) and rejects unknown keys and missing
-    mandatory (``???``) values; both come back as a ConfigError naming the key.
-    """
-    for arg in argv:
-        if "=" not in arg:
-            raise ConfigError(
-                None,
-                f"arguments are key=value, got '{arg}'. Keys: {', '.join(f.name for f in fields(schema))}",
-            )
-    base = OmegaConf.structured(schema)
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(argv)))
-        missing = sorted(OmegaConf.missing_keys(merged))
-        if missing:
-            raise ConfigError(missing[0], "is required (pass it as key=value)")
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or None
-        raise ConfigError(key, str(err).splitlines()[0]) from err
-
-
-def run_cli(main: Callable[[T], object], schema: type[T], argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run ``main``; a ConfigError becomes one line on stderr and exit code 2.
-
-    ``--help`` prints the keys, their defaults and docs (the fields' trailing comments) instead.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if wants_help(args):
-        module = sys.modules[schema.__module__]
-        print(key_help(schema, (module.__doc__ or "").split("\n\n")[0]))
-        return 0
-    try:
-        main(parse_key_values(schema, args))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from featlab.cli import run_cli
 from featlab.errors import require
-from featlab.tools.checkpoint import load_net_from_checkpoint, run_cli
+from featlab.tools.checkpoint import load_net_from_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,12 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from featlab.backbones.edgeface import EDGEFACE_VARIANTS, EdgeFaceNet
 from featlab.checkpoints import save_checkpoint
+from featlab.cli import run_cli
 from featlab.data.face_augment import FaceAugment
 from featlab.data.faces import FaceIdentityDataModule
 from featlab.errors import ConfigError, require
 from featlab.metrics.identification import identify, l2_normalize
 from featlab.optim import build_lr_lambda, build_optimizer
-from featlab.tools.checkpoint import run_cli
 from featlab.tools.upscale import resolve_device
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from featlab.cli import run_cli
 from featlab.data.images import IMAGE_EXTENSIONS, list_images, load_rgb
 from featlab.errors import ConfigError, require
 from featlab.files import write_with
-from featlab.tools.checkpoint import load_net_from_checkpoint, resolve_checkpoint, run_cli
+from featlab.tools.checkpoint import load_net_from_checkpoint, resolve_checkpoint
 from featlab.tools.tiled import tiled_forward
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from featlab.config import compose, config_dir
 from featlab.loggers import read_launch, sweep_identity_for, swept_keys
 from featlab.tools.report import write_report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SWEEPS = sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml"))
 EXPECTED_SWEEPS = {"sisr_backbones", "sisr_loss_weight", "dsr_identity_weight", "slot_backbones", "dino_head_dim"}
 
@@ -163,6 +163,7 @@ def test_report_of_the_multirun_has_a_row_per_job_with_its_swept_values(multirun
     assert (tmp_path / "report_val_psnr.png").is_file() and (tmp_path / "report_curves.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not plugin_installed("hydra_plugins.hydra_optuna_sweeper"),
                     reason="hydra-optuna-sweeper not installed (pip install '.[sweeps]')")
 def test_optuna_sweep_runs_trials_and_reads_the_monitored_metric(tmp_path):

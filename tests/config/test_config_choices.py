@@ -26,8 +26,9 @@ def test_unknown_options_name_the_group_and_list_the_valid_ones(args, group, bad
         check_config_choices(args)
 
 
+@pytest.mark.slow
 def test_train_py_reports_a_typo_in_one_line_with_exit_2():
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "train.py", "experiment=sisr_dinoo"], cwd=repo, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2
