@@ -37,6 +37,16 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_hydra_app_left():
+    """A test that ran a Hydra app in-process (``featlab train --help``) leaves HydraConfig set;
+    featlab.train.run would then read that app's output dir and overrides as its own."""
+    yield
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+
+
 @pytest.fixture
 def single_thread():
     """Tiny tensors: a second OpenMP thread only spin-waits on a shared 2-core machine.
