@@ -1,7 +1,7 @@
 """featlab's layers import only downwards (ARCHITECTURE.md): read every module's imports with ``ast``.
 
 entry points (train, eval, __main__) -> tasks, tools, cli, commands -> callbacks, losses, nets, metrics ->
-backbones, data -> config, errors, files, checkpoints, optim, overrides, loggers, visualize.
+backbones, data -> config, errors, files, checkpoints, optim, overrides, loggers, visualize, interface.
 A lower layer that needs something from a higher one means that thing belongs lower.
 """
 
@@ -19,7 +19,7 @@ PACKAGE = Path(featlab.__file__).resolve().parent
 # Top-level name under featlab -> layer, bottom (0) to top. A module may import its own layer or below.
 LAYERS = {
     "errors": 0, "config": 0, "files": 0, "checkpoints": 0, "optim": 0, "overrides": 0, "loggers": 0, "runlog": 0,
-    "visualize": 0, "__init__": 0,
+    "visualize": 0, "interface": 0, "__init__": 0,
     "backbones": 1, "data": 1,
     "callbacks": 2, "losses": 2, "nets": 2, "metrics": 2,
     "tasks": 3, "tools": 3, "cli": 3, "commands": 3,

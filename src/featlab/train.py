@@ -33,6 +33,7 @@ from featlab.checkpoints import SafeCheckpointIO
 from featlab.cli import exit_on_user_error
 from featlab.config import check_config_choices, config_source, to_plain, user_config_dirs
 from featlab.errors import ConfigError, user_error_in
+from featlab.interface import Compilable
 from featlab.loggers import build_loggers, finish_wandb, flatten
 from featlab.runlog import record, run_log
 
@@ -109,9 +110,8 @@ def build_task(cfg: DictConfig, run_config: dict) -> L.LightningModule:
     task = instantiate(cfg.task, _recursive_=False)
     task.run_config = run_config
     if cfg.get("compile"):
-        compile_fn = getattr(task, "compile_networks", None)
-        if callable(compile_fn):
-            compile_fn()
+        if isinstance(task, Compilable):
+            task.compile_networks()
         else:
             log.warning("compile=true: %s has no compile_networks(); nothing compiled", type(task).__name__)
     return task

@@ -11,7 +11,7 @@ from torch import nn
 from featlab.backbones import create
 from featlab.errors import ConfigError
 from featlab.nets.dino_model import clip_grad_per_parameter_, ema_update_
-from featlab.tasks.dino import DINOTask
+from featlab.tasks.dino import DINOTask, SchedulePosition
 
 NET = {"_target_": "featlab.nets.dino_model.DINOModel.from_config", "backbone": "vit_tiny_test", "pretrained": False,
        "out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8, "drop_path_rate": 0.1}
@@ -81,26 +81,25 @@ def test_gradients_are_clipped_per_parameter():
 
 def test_schedules_at_their_endpoints(task):
     for step, momentum, wd in ((0, 0.996, 0.04), (100, 1.0, 0.4)):
-        task._bench_progress = (step, 100, 10.0)
-        assert task.teacher_momentum() == pytest.approx(momentum)
-        assert task.weight_decay_now() == pytest.approx(wd)
-    task._bench_progress = (50, 100, 10.0)
-    assert task.teacher_momentum() == pytest.approx((0.996 + 1.0) / 2)
-    task._bench_progress = None
+        position = SchedulePosition(step, 100, 10.0)
+        assert task.teacher_momentum(position) == pytest.approx(momentum)
+        assert task.weight_decay_now(position) == pytest.approx(wd)
+    assert task.teacher_momentum(SchedulePosition(50, 100, 10.0)) == pytest.approx((0.996 + 1.0) / 2)
 
 
 def test_lr_is_scaled_by_global_batch_and_warms_up_then_decays():
     task = tiny_task()
     task._trainer = fake_trainer()
+    configured = (dict(task.optim_cfg), dict(task.scheduler_cfg))
     conf = task.configure_optimizers()
+    assert (task.optim_cfg, task.scheduler_cfg) == configured  # the config is read, never rewritten
     optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     peak = 5e-4 * 64 * 2 / 256
     assert [g["initial_lr"] for g in optimizer.param_groups] == pytest.approx([peak] * len(optimizer.param_groups))
     factor = scheduler.lr_lambdas[0]
     assert factor(0) == 0.0 and factor(20) == pytest.approx(1.0) and factor(100) == pytest.approx(0.01)
     # weight decay follows its own cosine on the decayed group only; biases and norms stay at 0
-    task._bench_progress = (100, 100, 10.0)
-    task.apply_weight_decay(optimizer)
+    task.apply_weight_decay(optimizer, SchedulePosition(100, 100, 10.0))
     assert sorted(g["weight_decay"] for g in optimizer.param_groups) == pytest.approx([0.0, 0.4])
     no_decay = next(g for g in optimizer.param_groups if not g["apply_wd"])
     assert all(p.ndim <= 1 for p in no_decay["params"])

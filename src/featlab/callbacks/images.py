@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from featlab.interface import Previews
 from featlab.visualize import save_png
 
 
@@ -22,6 +23,8 @@ class ImageGridLogger(L.Callback):
         if batch_idx != 0 or dataloader_idx != 0 or trainer.sanity_checking:
             return
         if trainer.current_epoch % self.every_n_epochs or not trainer.is_global_zero:
+            return
+        if not isinstance(pl_module, Previews):
             return
         with torch.no_grad():
             image = pl_module.preview(batch)

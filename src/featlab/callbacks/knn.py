@@ -19,6 +19,7 @@ from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from featlab.errors import ConfigError, require
+from featlab.interface import HasKNNBackbone, KNNDataModule
 from featlab.metrics.knn import knn_accuracy, linear_probe_accuracy
 
 log = logging.getLogger(__name__)
@@ -125,19 +126,17 @@ class KNNEval(L.Callback):
     # -- the evaluation ---------------------------------------------------------------------------
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         datamodule = trainer.datamodule
-        datasets = getattr(datamodule, "knn_datasets", None)
-        backbone_of = getattr(pl_module, "knn_backbone", None)
-        if datasets is None or backbone_of is None:
+        if not isinstance(datamodule, KNNDataModule) or not isinstance(pl_module, HasKNNBackbone):
             raise ConfigError("callbacks.knn", f"kNN evaluation needs a datamodule with knn_datasets() and a task "
                               f"with knn_backbone(); got {type(datamodule).__name__} / {type(pl_module).__name__}. "
                               "Set callbacks.knn=null for this experiment")
-        bank_set, query_set = datasets()
+        bank_set, query_set = datamodule.knn_datasets()
         limit = trainer.limit_test_batches if trainer.testing else trainer.limit_val_batches
         bank_set, query_set = (limited(d, limit, self.batch_size or getattr(datamodule, "eval_batch_size", 64))
                                for d in (bank_set, query_set))
         num_classes = int(datamodule.num_classes)
         require(num_classes >= 2, "data.knn_root", f"kNN evaluation needs at least 2 classes, got {num_classes}")
-        backbone = backbone_of()
+        backbone = pl_module.knn_backbone()
         was_training = backbone.training
         backbone.eval()
         batch_size = self.batch_size or getattr(datamodule, "eval_batch_size", 64)

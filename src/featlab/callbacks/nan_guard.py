@@ -6,6 +6,7 @@ import lightning as L
 import torch
 
 from featlab.errors import NonFiniteLossError
+from featlab.interface import ReportsLossTerms
 
 __all__ = ["NaNGuard", "NonFiniteLossError"]
 
@@ -21,7 +22,7 @@ class NaNGuard(L.Callback):
         self.every_n_steps = max(1, every_n_steps)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        terms: dict[str, torch.Tensor] = getattr(pl_module, "loss_terms", {}) or {}
+        terms = pl_module.loss_terms if isinstance(pl_module, ReportsLossTerms) else {}
         if not terms or trainer.global_step % self.every_n_steps:
             return
         stacked = torch.stack([v.float().reshape(()) for v in terms.values()])

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from featlab.callbacks.throughput import ThroughputMonitor
+from featlab.interface import HasExtraResults
 
 
 def git_commit() -> str | None:
@@ -55,9 +56,8 @@ class ResultsWriter(L.Callback):
     def _collect(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for key, value in trainer.callback_metrics.items():
             self.metrics[key] = _plain_number(value)
-        extra = getattr(pl_module, "extra_results", None)
-        if callable(extra):
-            self.metrics.update({k: _plain_number(v) for k, v in extra().items()})
+        if isinstance(pl_module, HasExtraResults):
+            self.metrics.update({k: _plain_number(v) for k, v in pl_module.extra_results().items()})
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.status = "finished"

@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from featlab.interface import CountsImages
+
 
 def batch_size_of(batch: Any) -> int:
     """Images in a batch: tasks may define ``images_in_batch``; otherwise the first tensor's length."""
@@ -62,8 +64,7 @@ class ThroughputMonitor(L.Callback):
             return
         if self.start is None:
             return
-        count = getattr(pl_module, "images_in_batch", None)
-        self.images += count(batch) if callable(count) else batch_size_of(batch)
+        self.images += pl_module.images_in_batch(batch) if isinstance(pl_module, CountsImages) else batch_size_of(batch)
         self.steps += 1
         if self.steps % self.log_every_n_steps == 0:
             self._update(pl_module)

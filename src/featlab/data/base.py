@@ -28,7 +28,12 @@ def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[list[int
 
 
 class BaseDataModule(L.LightningDataModule):
-    """Holds loader settings (batch size, workers, pinning) so subclasses only build datasets."""
+    """Holds loader settings (batch size, workers, pinning) so subclasses only build datasets.
+
+    Subclasses take their own options and pass the rest on (``**loader``), so ``data.batch_size``,
+    ``data.num_workers``, ``data.pin_memory``, ``data.persistent_workers``, ``data.seed`` and
+    ``data.eval_batch_size`` are declared here once.
+    """
 
     def __init__(
         self,

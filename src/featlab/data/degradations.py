@@ -9,16 +9,20 @@ every loader worker differently).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import kornia
 import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from featlab.errors import ConfigError, require
+from featlab.config import to_plain
+from featlab.data.base import BaseDataModule
+from featlab.errors import ConfigError, require, unknown_name
 
 Range = tuple[float, float]
+DEGRADATION_KEYS = ("blur_sigma", "noise_sigma", "jpeg_quality")
 
 
 def bicubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -81,6 +85,18 @@ def parse_range(value: float | Sequence[float] | None, key: str, low: float, hig
     return lo, hi
 
 
+def degradation_options(value: Any, key: str = "data.degradation") -> dict[str, Any]:
+    """``data.degradation`` (null or a mapping of :data:`DEGRADATION_KEYS`) as a dict; other keys are errors."""
+    value = to_plain(value)
+    require(value is None or isinstance(value, Mapping), key,
+            f"expected a mapping of {', '.join(DEGRADATION_KEYS)}, got {value!r}")
+    options = dict(value or {})
+    for name in options:
+        if name not in DEGRADATION_KEYS:
+            raise unknown_name(key, name, DEGRADATION_KEYS, "degradation")
+    return options
+
+
 def _uniform(bounds: Range, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
     lo, hi = bounds
     return lo + (hi - lo) * torch.rand(batch, generator=generator, device=device)
@@ -111,6 +127,12 @@ class Degradation:
         self.jpeg_quality = parse_range(jpeg_quality, f"{key}.jpeg_quality", 1.0, 100.0)
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+
+    @classmethod
+    def from_config(cls, scale: int, options: Any, seed: int | None = None,
+                    key: str = "data.degradation") -> Degradation:
+        """From the ``data.degradation`` mapping, validated by :func:`degradation_options`."""
+        return cls(scale, seed=seed, key=key, **degradation_options(options, key))
 
     @property
     def is_bicubic_only(self) -> bool:
@@ -144,3 +166,29 @@ class Degradation:
     def __repr__(self) -> str:
         return (f"Degradation(scale={self.scale}, blur_sigma={self.blur_sigma}, "
                 f"noise_sigma={self.noise_sigma}, jpeg_quality={self.jpeg_quality}, seed={self.seed})")
+
+
+class DegradingDataModule(BaseDataModule):
+    """A DataModule of HR images whose LR its ``degradation`` makes, in workers or on the device.
+
+    Subclasses set ``self.degradation``. Batches that arrive with HR only (training batches when
+    the degradation runs on the device) get ``augment_on_device(hr)`` and their LR here, after the
+    transfer, so tasks always see ``{"lr", "hr", ...}``; evaluation batches carry a fixed LR and
+    pass through untouched.
+    """
+
+    degradation: Degradation
+
+    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """HR ``(B, 3, H, W)`` on any device -> LR, with this module's degradation settings."""
+        return self.degradation(hr, generator=generator)
+
+    def augment_on_device(self, hr: torch.Tensor) -> torch.Tensor:
+        """Tensor augmentations of HR-only batches before they are degraded (none by default)."""
+        return hr
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "hr" in batch and "lr" not in batch:
+            hr = self.augment_on_device(batch["hr"])
+            batch = {**batch, "hr": hr, "lr": self.degrade(hr)}
+        return batch

@@ -167,15 +167,10 @@ class DINODataModule(BaseDataModule):
         samples_per_epoch: int | None = None,
         augment: str = "auto",
         image_size: int = 256,
-        batch_size: int = 64,
-        num_workers: int = 8,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        seed: int = 0,
-        eval_batch_size: int | None = None,
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, seed=seed, eval_batch_size=eval_batch_size)
+        """``loader``: :class:`BaseDataModule`'s settings; DINO's defaults are 64 images and 8 workers."""
+        super().__init__(**{"batch_size": 64, "num_workers": 8, **loader})
         if augment not in AUGMENT_MODES:
             raise unknown_name("data.augment", augment, AUGMENT_MODES, "augmentation mode")
         require(0.0 < knn_val_fraction < 1.0, "data.knn_val_fraction", f"must be in (0, 1), got {knn_val_fraction}")

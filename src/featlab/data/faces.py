@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from featlab.config import to_plain
-from featlab.data.base import BaseDataModule
-from featlab.data.degradations import Degradation
+from featlab.data.degradations import Degradation, DegradingDataModule
 from featlab.data.face_augment import FaceAugment
 from featlab.data.images import CorruptFileReport, list_class_folders, load_all_rgb
 from featlab.data.synthetic_faces import SyntheticFaceSpec, synthetic_face_root
@@ -40,7 +39,6 @@ from featlab.errors import ConfigError, require
 log = logging.getLogger(__name__)
 
 TEST_SETS = ("gallery", "probe")
-DEGRADATION_KEYS = ("blur_sigma", "noise_sigma", "jpeg_quality")
 
 
 @dataclass
@@ -102,12 +100,7 @@ class FaceDataset(Dataset):
         return item
 
 
-def make_degrader(scale: int, options: Mapping[str, Any], seed: int | None) -> Degradation:
-    """The shared :class:`Degradation` (any integer scale, e.g. x7 for 16 -> 112)."""
-    return Degradation(scale, seed=seed, **{k: options.get(k) for k in DEGRADATION_KEYS})
-
-
-class FaceIdentityDataModule(BaseDataModule):
+class FaceIdentityDataModule(DegradingDataModule):
     """Identity folders (or the synthetic default) -> HR/VLR face batches and a gallery/probe test."""
 
     def __init__(
@@ -125,14 +118,10 @@ class FaceIdentityDataModule(BaseDataModule):
         probe_limit: int | None = None,
         degradation: Mapping[str, Any] | None = None,
         augment: Mapping[str, Any] | None = None,
-        batch_size: int = 16,
-        num_workers: int = 2,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        seed: int = 0,
-        eval_batch_size: int | None = None,
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed, eval_batch_size)
+        """``loader``: :class:`BaseDataModule`'s settings (batch size, workers, pinning, seed)."""
+        super().__init__(**loader)
         require(isinstance(scale, int) and scale >= 1, "data.scale", f"must be a positive integer, got {scale!r}")
         require(hr_size % scale == 0, "data.scale",
                 f"scale {scale} does not divide data.hr_size {hr_size}; the VLR side would be "
@@ -155,10 +144,7 @@ class FaceIdentityDataModule(BaseDataModule):
         self.drop_singletons = drop_singletons
         self.max_identities, self.max_images_per_identity = max_identities, max_images_per_identity
         self.probe_limit = probe_limit
-        self.degradation_options = dict(to_plain(degradation) or {})
-        unknown = set(self.degradation_options) - set(DEGRADATION_KEYS)
-        require(not unknown, "data.degradation", f"unknown keys {sorted(unknown)}; valid: {list(DEGRADATION_KEYS)}")
-        self.degradation = make_degrader(scale, self.degradation_options, seed=None)
+        self.degradation = Degradation.from_config(scale, degradation)  # any integer scale: x7 for 16 -> 112
         self.augment = FaceAugment(**dict(to_plain(augment))) if augment is not None else None
         self.identity_names: list[str] = []
         self.datasets: dict[str, FaceDataset] = {}
@@ -261,15 +247,7 @@ class FaceIdentityDataModule(BaseDataModule):
         """Gallery first, then probes: the task embeds the gallery before it identifies any probe."""
         return [self.make_loader(self.datasets[name], train=False) for name in TEST_SETS]
 
-    # -- degradation on the device -----------------------------------------------------------
-    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.degradation(hr, generator=generator)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = self.trainer
-        if isinstance(batch, dict) and "lr" not in batch and trainer is not None and trainer.training:
-            hr = batch["hr"]
-            if self.augment is not None:
-                hr = self.augment(hr)
-            batch = {**batch, "hr": hr, "lr": self.degrade(hr)}
-        return batch
+    # -- augmentation on the device ------------------------------------------------------------
+    def augment_on_device(self, hr: torch.Tensor) -> torch.Tensor:
+        """Training faces are augmented as tensors on the device, then degraded there."""
+        return self.augment(hr) if self.augment is not None else hr

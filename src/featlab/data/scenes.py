@@ -33,6 +33,7 @@ import logging
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,14 +179,10 @@ class SceneDataModule(BaseDataModule):
         max_objects: int = 6,
         split: Sequence[float] = (0.8, 0.1, 0.1),
         eval_train_in_test: bool = True,
-        batch_size: int = 16,
-        num_workers: int = 2,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        seed: int = 0,
-        eval_batch_size: int | None = None,
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed, eval_batch_size)
+        """``loader``: :class:`BaseDataModule`'s settings (batch size, workers, pinning, seed)."""
+        super().__init__(**loader)
         if source not in SOURCES:
             raise unknown_name("data.source", source, SOURCES, "scene source")
         require(image_size >= 16, "data.image_size", f"must be >= 16, got {image_size}")

@@ -10,9 +10,9 @@ Images smaller than ``hr_crop`` cannot give a training patch: they are skipped a
 one warning line (listed in ``too_small``); only when no image is large enough is that an error
 naming ``data.hr_crop``. Unreadable files are skipped and counted the same way (``corrupt_reports``).
 
-With ``gpu_degradation: true`` loader workers send HR patches only and the DataModule's
-``on_after_batch_transfer`` hook adds ``batch["lr"] = dm.degrade(hr)`` on the training device,
-so the task sees the same batch either way (unless it overrides that hook itself).
+With ``gpu_degradation: true`` loader workers send HR patches only and the LR is made on the
+training device after the transfer (:class:`DegradingDataModule`), so the task sees the same
+batch either way.
 """
 
 from __future__ import annotations
@@ -27,16 +27,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from featlab.config import to_plain
-from featlab.data.base import BaseDataModule
-from featlab.data.degradations import Degradation
+from featlab.data.degradations import Degradation, DegradingDataModule
 from featlab.data.images import CorruptFileReport, list_images, load_all_rgb
 from featlab.data.samples import center_crop, sample_photos
-from featlab.errors import ConfigError, require, unknown_name
+from featlab.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 
 NamedImage = tuple[str, np.ndarray]
-DEGRADATION_KEYS = ("blur_sigma", "noise_sigma", "jpeg_quality")
 EMBEDDED_BENCHMARK = "samples"
 
 
@@ -145,18 +143,7 @@ def _list_folder(key: str, root: str) -> _Folder:
     return _Folder(key, root, list_images(root, key))
 
 
-def _degradation_options(value: Any) -> dict[str, Any]:
-    value = to_plain(value)
-    require(value is None or isinstance(value, Mapping), "data.degradation",
-            f"expected a mapping of {', '.join(DEGRADATION_KEYS)}, got {value!r}")
-    options = dict(value or {})
-    for name in options:
-        if name not in DEGRADATION_KEYS:
-            raise unknown_name("data.degradation", name, DEGRADATION_KEYS, "degradation")
-    return options
-
-
-class SRDataModule(BaseDataModule):
+class SRDataModule(DegradingDataModule):
     """HR folders (or the embedded photos) -> ``{"lr", "hr", "name"}`` batches for SR training.
 
     ``train_dirs``: HR folders (None: embedded photos). ``val_dirs``/``test_dirs``: ``{name:
@@ -176,16 +163,12 @@ class SRDataModule(BaseDataModule):
         repeat: int = 16,
         val_max_size: int | None = 256,
         gpu_degradation: bool = False,
-        batch_size: int = 16,
-        num_workers: int = 2,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        seed: int = 0,
-        eval_batch_size: int | None = None,
+        **loader: Any,
     ) -> None:
-        require(eval_batch_size in (None, 1), "data.eval_batch_size",
+        """``loader``: :class:`BaseDataModule`'s settings (batch size, workers, pinning, seed)."""
+        require(loader.pop("eval_batch_size", None) in (None, 1), "data.eval_batch_size",
                 "benchmark images differ in size, so SR evaluation runs one image per batch; use null or 1")
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed, eval_batch_size=1)
+        super().__init__(eval_batch_size=1, **loader)
         require(isinstance(scale, int) and scale >= 1, "data.scale", f"must be an integer >= 1, got {scale}")
         require(hr_crop > 0, "data.hr_crop", f"must be positive, got {hr_crop}")
         if hr_crop % scale:
@@ -200,7 +183,7 @@ class SRDataModule(BaseDataModule):
         self.repeat = repeat
         self.val_max_size = val_max_size
         self.gpu_degradation = gpu_degradation
-        self.degradation = Degradation(scale, **_degradation_options(degradation))
+        self.degradation = Degradation.from_config(scale, degradation)
 
         self.train_dirs = _dir_list(train_dirs, "data.train_dirs")
         self.val_dirs = _named_dirs(val_dirs, "data.val_dirs")
@@ -291,14 +274,3 @@ class SRDataModule(BaseDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self.make_loader(self.test_sets[name], train=False, batch_size=1) for name in self.test_names]
-
-    # -- device-side degradation ----------------------------------------------------------------
-    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """HR ``(B, 3, H, W)`` on any device -> LR, with this module's degradation settings."""
-        return self.degradation(hr, generator=generator)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """With ``gpu_degradation``, HR-only training batches get their LR here, on the device."""
-        if self.gpu_degradation and isinstance(batch, dict) and "lr" not in batch:
-            batch["lr"] = self.degrade(batch["hr"])
-        return batch

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from featlab.callbacks.throughput import batch_size_of
 from featlab.checkpoints import make_loadable
 from featlab.config import to_plain
 from featlab.errors import ConfigError, require
@@ -30,10 +31,13 @@ def epochs_are_truncated(trainer: L.Trainer) -> bool:
 
 
 class FeatlabTask(L.LightningModule):
-    """Base LightningModule.
+    """Base LightningModule; implements :class:`featlab.interface.Task` with working defaults.
 
-    Subclasses call ``super().__init__(optim=..., scheduler=...)``, build their modules, and put
-    the current loss terms into ``self.loss_terms`` each step so the NaN guard can name the culprit.
+    Subclasses call ``super().__init__(optim=..., scheduler=...)`` (or pass ``**common`` on), build
+    their modules, and log their loss through :meth:`log_loss_terms`, which keeps the current terms
+    in ``self.loss_terms`` so the NaN guard can name the culprit. Optional capabilities that
+    callbacks and tools look for (kNN backbone, named evaluation sets, ...) are the Protocols of
+    :mod:`featlab.interface`.
     """
 
     def __init__(
@@ -75,14 +79,22 @@ class FeatlabTask(L.LightningModule):
             per_epoch = int(total) // max(1, trainer.max_epochs or 1)
         return max(1, int(total)), max(1, per_epoch)
 
+    def optimizer_config(self) -> dict[str, Any]:
+        """The optimiser settings of this fit (a copy: ``task.optim`` itself never changes)."""
+        return dict(self.optim_cfg)
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """The schedule settings of this fit (a copy of ``task.scheduler``)."""
+        return dict(self.scheduler_cfg)
+
     def configure_optimizers(self):
-        opt_cfg = dict(self.optim_cfg)
+        opt_cfg = self.optimizer_config()
         if str(self.trainer.precision).startswith("16"):
             # fp16 loss scaling: a fused optimiser unscales inside its step, so Lightning would not
             # unscale before gradient clipping, and clipping would act on gradients x 65536
             opt_cfg["fused"] = False
         optimizer = build_optimizer(self.optimizer_parameters(), **opt_cfg)
-        sched = dict(self.scheduler_cfg)
+        sched = self.scheduler_config()
         kind = sched.pop("kind", "constant")
         if kind == "constant":
             return optimizer
@@ -126,9 +138,22 @@ class FeatlabTask(L.LightningModule):
         if stage == "train":
             self.loss_terms = {"total": total.detach(), **{k: v.detach() for k, v in terms.items()}}
 
+    # -- what callbacks and tools ask of every task (featlab.interface.Task) ---------------------
     def preview(self, batch: Any) -> torch.Tensor | None:
         """A (3, H, W) image in [0, 1] summarising the batch (image grids); None if the task has none."""
         return None
+
+    def extra_results(self) -> dict[str, Any]:
+        """Values beyond the logged metrics for ``results.json``; none by default."""
+        return {}
+
+    def images_in_batch(self, batch: Any) -> int:
+        """Images in one training batch (throughput): by default the first tensor's length."""
+        return batch_size_of(batch)
+
+    def compile_networks(self) -> None:
+        """``compile=true``: tasks compile their trainable networks in place; by default nothing is."""
+        log.warning("compile=true: %s compiles nothing (no compile_networks of its own)", type(self).__name__)
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -34,16 +34,20 @@ log = logging.getLogger(__name__)
 BENCH_INPUTS = ("images", "crops")
 
 
+class SchedulePosition(NamedTuple):
+    """Where a fit is: optimiser step, total optimiser steps, and optimiser steps per epoch."""
+
+    step: int
+    total: int
+    per_epoch: float
+
+
 class DINOTask(FeatlabTask):
     def __init__(
         self,
         net: Mapping,
         loss: Mapping,
         multicrop: Mapping,
-        optim: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        channels_last: bool = False,
-        monitor: Mapping | None = None,
         momentum_teacher: float = 0.996,
         momentum_teacher_end: float = 1.0,
         weight_decay_end: float = 0.4,
@@ -53,16 +57,18 @@ class DINOTask(FeatlabTask):
         collapse_margin: float = 0.05,
         export_teacher: bool = True,
         bench_input: str = "crops",
+        **common: Any,
     ) -> None:
-        super().__init__(optim=optim, scheduler=scheduler, channels_last=channels_last, monitor=monitor)
+        """``common``: the base task's ``optim``, ``scheduler``, ``channels_last``, ``monitor``."""
+        super().__init__(**common)
         self.save_hyperparameters()
         require(0.0 <= momentum_teacher <= momentum_teacher_end <= 1.0, "task.momentum_teacher",
                 f"need 0 <= momentum_teacher ({momentum_teacher}) <= momentum_teacher_end ({momentum_teacher_end}) <= 1")
         require(bench_input in BENCH_INPUTS, "task.bench_input", f"must be one of {BENCH_INPUTS}, got {bench_input!r}")
         self.multicrop = MultiCrop(**to_plain(multicrop))
-        self.student: DINOModel = build(net, channels_last=channels_last)
+        self.student: DINOModel = build(net, channels_last=self.use_channels_last)
         # the teacher starts as an exact copy; no drop-path (it only ever provides targets)
-        self.teacher: DINOModel = build(net, channels_last=channels_last, drop_path_rate=0.0)
+        self.teacher: DINOModel = build(net, channels_last=self.use_channels_last, drop_path_rate=0.0)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self._check_crops_fit_backbone()
@@ -71,8 +77,6 @@ class DINOTask(FeatlabTask):
         require(loss_cfg.pop("out_dim", out_dim) == out_dim, "loss.out_dim",
                 f"must equal net.out_dim ({out_dim}); leave it unset, the task fills it in")
         self.loss: DINOLoss = build(loss_cfg, out_dim=out_dim, ncrops=self.multicrop.ncrops)
-        self.base_optim_cfg = dict(self.optim_cfg)
-        self.base_scheduler_cfg = dict(self.scheduler_cfg)
         self.momentum_teacher = momentum_teacher
         self.momentum_teacher_end = momentum_teacher_end
         self.weight_decay_start = float(self.optim_cfg.get("weight_decay", 0.04))
@@ -84,7 +88,6 @@ class DINOTask(FeatlabTask):
         self.export_teacher = export_teacher
         self.bench_input = bench_input
         self.exported_path: Path | None = None
-        self._bench_progress: tuple[int, int, float] | None = None
         self._schedule_lengths: tuple[int, int] | None = None  # (total, per epoch), once per fit
 
     def _check_crops_fit_backbone(self) -> None:
@@ -106,13 +109,14 @@ class DINOTask(FeatlabTask):
                 return self.multicrop(batch["images"])
         return to_float_crops(batch["crops"])
 
-    def dino_step(self, crops: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def dino_step(self, crops: Sequence[torch.Tensor], position: SchedulePosition | None = None,
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Student on all crops, teacher (no grad) on the two global crops, loss over other-view pairs."""
         n_global = self.multicrop.global_view.count
         with torch.no_grad():
             teacher_out = self.teacher(crops[:n_global])
         student_out = self.student(crops)
-        step, _, steps_per_epoch = self.schedule_position()
+        step, _, steps_per_epoch = position or self.schedule_position()
         loss, stats = self.loss(student_out, teacher_out, progress_epochs=step / steps_per_epoch)
         stats["collapse_warning"] = collapse_flag(stats["teacher_entropy_ratio"], self.collapse_margin)
         return loss, stats
@@ -132,35 +136,33 @@ class DINOTask(FeatlabTask):
         return None
 
     # -- schedules (per optimiser step) ------------------------------------------------------------
-    def schedule_position(self) -> tuple[int, int, float]:
-        """``(step, total_steps, steps_per_epoch)`` in optimiser steps, from the trainer (or ``bench_step``)."""
-        if self._bench_progress is not None:
-            return self._bench_progress
+    def schedule_position(self) -> SchedulePosition:
+        """Where the fit is, in optimiser steps, from the trainer (the start when there is none)."""
         if self._trainer is None:
-            return 0, 1, 1.0
+            return SchedulePosition(0, 1, 1.0)
         if self._schedule_lengths is None:
             self._schedule_lengths = self.optimizer_steps()
         total, per_epoch = self._schedule_lengths
-        return int(self._trainer.global_step), total, float(per_epoch)
+        return SchedulePosition(int(self._trainer.global_step), total, float(per_epoch))
 
-    def teacher_momentum(self) -> float:
-        step, total, _ = self.schedule_position()
+    def teacher_momentum(self, position: SchedulePosition | None = None) -> float:
+        step, total, _ = position or self.schedule_position()
         return cosine_value(step, total, self.momentum_teacher, self.momentum_teacher_end)
 
-    def weight_decay_now(self) -> float:
-        step, total, _ = self.schedule_position()
+    def weight_decay_now(self, position: SchedulePosition | None = None) -> float:
+        step, total, _ = position or self.schedule_position()
         return cosine_value(step, total, self.weight_decay_start, self.weight_decay_end)
 
-    def apply_weight_decay(self, optimizer: torch.optim.Optimizer) -> None:
+    def apply_weight_decay(self, optimizer: torch.optim.Optimizer, position: SchedulePosition | None = None) -> None:
         """Cosine weight decay on the ``apply_wd`` groups only (biases and norms stay at 0)."""
-        wd = self.weight_decay_now()
+        wd = self.weight_decay_now(position)
         for group in optimizer.param_groups:
             if group.get("apply_wd"):
                 group["weight_decay"] = wd
 
     def scaled_lr(self) -> float:
         """DINO's linear scaling rule: base lr x images per optimiser step (all devices) / 256."""
-        base = float(self.base_optim_cfg.get("lr", 5e-4))
+        base = float(self.optim_cfg.get("lr", 5e-4))
         effective = self.effective_batch_size() if self._trainer is not None else None
         if not effective or not self.lr_reference_batch:
             return base
@@ -178,14 +180,19 @@ class DINOTask(FeatlabTask):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        self.log("train/lr_peak", self.optim_cfg["lr"], on_step=False, on_epoch=True, rank_zero_only=True)
+        self.log("train/lr_peak", self.scaled_lr(), on_step=False, on_epoch=True, rank_zero_only=True)
+
+    def optimizer_config(self) -> dict[str, Any]:
+        return {**self.optim_cfg, "lr": self.scaled_lr()}
+
+    def scheduler_config(self) -> dict[str, Any]:
+        schedule = dict(self.scheduler_cfg)
+        if self.trainer.fast_dev_run:  # a one-step smoke run cannot hold a warmup of whole epochs
+            schedule = {k: v for k, v in schedule.items() if not k.startswith("warmup")}
+        return schedule
 
     def configure_optimizers(self):
-        self._schedule_lengths = None
-        self.optim_cfg = {**self.base_optim_cfg, "lr": self.scaled_lr()}
-        self.scheduler_cfg = dict(self.base_scheduler_cfg)
-        if self.trainer.fast_dev_run:  # a one-step smoke run cannot hold a warmup of whole epochs
-            self.scheduler_cfg = {k: v for k, v in self.scheduler_cfg.items() if not k.startswith("warmup")}
+        self._schedule_lengths = None  # a new fit: its lengths are read again from the trainer
         return super().configure_optimizers()
 
     # -- the optimiser step: wd schedule, last-layer freeze, clipping, EMA -------------------------------
@@ -208,8 +215,8 @@ class DINOTask(FeatlabTask):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         self.update_teacher()
 
-    def update_teacher(self) -> None:
-        ema_update_(self.teacher, self.student, self.teacher_momentum())
+    def update_teacher(self, position: SchedulePosition | None = None) -> None:
+        ema_update_(self.teacher, self.student, self.teacher_momentum(position))
 
     # -- evaluation and export ----------------------------------------------------------------------
     def knn_backbone(self) -> FeatureExtractor:
@@ -251,17 +258,14 @@ class DINOTask(FeatlabTask):
 
     def bench_step(self, batch: Any, optimizer: torch.optim.Optimizer, step: int) -> torch.Tensor:
         """Everything a real step does: schedules, forward, loss (+ centre), backward, clip, update, EMA."""
-        self._bench_progress = (step, 1000, 100.0)
-        try:
-            self.apply_weight_decay(optimizer)
-            loss, _ = self.dino_step(self.crops_of(batch))
-            loss.backward()
-            clip_grad_per_parameter_(list(self.student.parameters()), self.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            self.update_teacher()
-        finally:
-            self._bench_progress = None
+        position = SchedulePosition(step, 1000, 100.0)  # a made-up fit: the bench has no trainer
+        self.apply_weight_decay(optimizer, position)
+        loss, _ = self.dino_step(self.crops_of(batch), position)
+        loss.backward()
+        clip_grad_per_parameter_(list(self.student.parameters()), self.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.update_teacher(position)
         return loss.detach()
 
     def compile_networks(self) -> None:

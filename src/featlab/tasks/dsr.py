@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from featlab.backbones.edgeface import EdgeFaceEmbedder
-from featlab.config import build, to_plain
+from featlab.config import to_plain
 from featlab.errors import require
-from featlab.losses.composite import CompositeLoss
 from featlab.losses.identity import IdentityLoss
 from featlab.metrics.identification import (
     Identification,
@@ -41,9 +40,7 @@ from featlab.metrics.identification import (
     write_predictions_csv,
 )
 from featlab.metrics.sr import SRMetrics
-from featlab.nets.sr.blocks import bicubic_upsample
-from featlab.tasks.base import FeatlabTask
-from featlab.visualize import grid_from_columns
+from featlab.tasks.restoration import RestorationTask
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +76,6 @@ class EvalSettings:
         return threshold_grid(self.sweep_start, self.sweep_stop, self.sweep_step)
 
 
-def clamp_unit(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(0.0, 1.0)
-
-
 def gallery_key(method: str, via_dsr: bool) -> str:
     """Which gallery a probe method is matched against: HR, or with ``gallery_via_dsr`` the gallery
     restored the same way as the probes (bicubic probes against the bicubic-restored gallery)."""
@@ -91,37 +84,31 @@ def gallery_key(method: str, via_dsr: bool) -> str:
     return "bicubic" if method == "bicubic" else "dsr"
 
 
-class FaceDSRTask(FeatlabTask):
+class FaceDSRTask(RestorationTask):
     def __init__(
         self,
         net: Mapping,
         loss: Mapping,
         recognizer: Mapping | None = None,
         eval: Mapping | None = None,  # noqa: A002  (the config key users type: task.eval.threshold)
-        optim: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        channels_last: bool = True,
-        monitor: Mapping | None = None,
         psnr_crop_border: int = 0,
         preview_rows: int = 4,
+        **common: Any,
     ) -> None:
-        super().__init__(optim=optim, scheduler=scheduler, channels_last=channels_last, monitor=monitor)
+        """``common``: the base task's ``optim``, ``scheduler``, ``channels_last`` (default true), ``monitor``."""
+        super().__init__(preview_rows=preview_rows, **common)
         self.save_hyperparameters()
         self.eval_settings = EvalSettings.from_config(eval)
         # The recogniser first: a missing EdgeFace checkpoint is then reported under the key that
         # the identity loss also follows (task.recognizer.checkpoint).
         self.recognizer = self._build_recognizer(recognizer)
-        self.net: nn.Module = build(net)
-        self.loss = CompositeLoss.from_config(loss)
+        self.build_restoration(net, loss)
         self._share_recognizer()
         self.scale = int(getattr(self.net, "scale", 0) or 0)
-        self.preview_rows = preview_rows
         self.val_sr = SRMetrics(crop_border=psnr_crop_border)
         self.test_sr = nn.ModuleDict({m: SRMetrics(crop_border=psnr_crop_border) for m in ("dsr", "bicubic")})
         self._embeddings: dict[str, list[torch.Tensor]] = {}
         self.identification: dict[str, Any] = {}
-        if channels_last:
-            self.net.to(memory_format=torch.channels_last)
 
     # -- construction -------------------------------------------------------------------------
     @staticmethod
@@ -139,39 +126,13 @@ class FaceDSRTask(FeatlabTask):
             if isinstance(term, IdentityLoss) and term.embedder.spec == self.recognizer.spec:
                 term.embedder = self.recognizer
 
-    def compile_networks(self) -> None:
-        self.net.compile()  # in place: parameter names, checkpoints and the tools stay unchanged
-
-    # -- the method ---------------------------------------------------------------------------
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        if self.use_channels_last:
-            lr = lr.contiguous(memory_format=torch.channels_last)
-        return self.net(lr)
-
-    def pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LR, HR); LR comes with the batch (the face DataModule degrades on the device)."""
-        if "lr" in batch:
-            return batch["lr"], batch["hr"]
-        return self.trainer.datamodule.degrade(batch["hr"]), batch["hr"]
-
-    def bicubic(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        scale = self.scale or size[0] // lr.shape[-2]
-        return clamp_unit(bicubic_upsample(lr.float(), scale))
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        lr, hr = self.pair(batch)
-        sr = self(lr)
-        total, terms = self.loss(sr, hr)
-        self.log_loss_terms("train", total, terms, batch_size=lr.shape[0])
-        return total
-
     # -- validation ---------------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        lr, hr = self.pair(batch)
+        lr, hr = self.degraded_pair(batch)
         sr = self(lr).float()
         total, terms = self.loss(sr, hr)
         self.log_loss_terms("val", total, terms, batch_size=lr.shape[0])
-        sr = clamp_unit(sr)
+        sr = sr.clamp(0.0, 1.0)
         self.val_sr.update(sr, hr.float())
         cosine = (l2_normalize(self.recognizer(sr)) * l2_normalize(self.recognizer(hr))).sum(-1).mean()
         self.log("val/id_cos", cosine, batch_size=lr.shape[0], sync_dist=True)
@@ -195,18 +156,18 @@ class FaceDSRTask(FeatlabTask):
         self._embeddings.setdefault(key, []).append(value.float() if value.is_floating_point() else value)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        lr, hr = self.pair(batch)
+        lr, hr = self.degraded_pair(batch)
         labels, index = batch["label"], batch["index"]
         if dataloader_idx == 0:  # gallery
             if self.eval_settings.gallery_via_dsr:
-                self._store("gallery/dsr", self._embed(clamp_unit(self(lr).float())))
+                self._store("gallery/dsr", self._embed(self.restore(lr)))
                 self._store("gallery/bicubic", self._embed(self.bicubic(lr, hr.shape[-2:])))
             else:
                 self._store("gallery/hr", self._embed(hr.float()))
             self._store("gallery/label", labels)
             self._store("gallery/index", index)
             return
-        sr = clamp_unit(self(lr).float())
+        sr = self.restore(lr)
         bicubic = self.bicubic(lr, hr.shape[-2:])
         self.test_sr["dsr"].update(sr, hr.float())
         self.test_sr["bicubic"].update(bicubic, hr.float())
@@ -287,10 +248,3 @@ class FaceDSRTask(FeatlabTask):
         metrics = self.trainer.callback_metrics
         if "val/psnr" in metrics:
             checkpoint["val_psnr"] = float(metrics["val/psnr"])
-
-    def preview(self, batch: dict) -> torch.Tensor:
-        """LR | bicubic | SR | HR for the first faces of the first validation batch."""
-        lr, hr = self.pair(batch)
-        lr, hr = lr[: self.preview_rows], hr[: self.preview_rows]
-        sr = clamp_unit(self(lr).float())
-        return grid_from_columns({"lr": lr, "bicubic": self.bicubic(lr, hr.shape[-2:]), "sr": sr, "hr": hr})

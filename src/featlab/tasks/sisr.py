@@ -9,65 +9,24 @@ border pixels cropped, per benchmark folder, with bicubic upscaling measured bes
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from featlab.losses.composite import CompositeLoss
+from featlab.interface import eval_set_names
 from featlab.metrics.sr import SRMetrics
-from featlab.nets.published import build_net
-from featlab.tasks.base import FeatlabTask
-from featlab.visualize import grid_from_columns
+from featlab.tasks.restoration import RestorationTask
 
 
-def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """The baseline every SR result is compared against."""
-    if scale == 1:
-        return lr
-    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-class SISRTask(FeatlabTask):
-    def __init__(
-        self,
-        net: Mapping,
-        loss: Mapping,
-        scale: int,
-        optim: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        channels_last: bool = True,
-        monitor: Mapping | None = None,
-        preview_rows: int = 2,
-    ) -> None:
-        super().__init__(optim=optim, scheduler=scheduler, channels_last=channels_last, monitor=monitor)
+class SISRTask(RestorationTask):
+    def __init__(self, net: Mapping, loss: Mapping, scale: int, preview_rows: int = 2, **common: Any) -> None:
+        """``common``: the base task's ``optim``, ``scheduler``, ``channels_last`` (default true), ``monitor``."""
+        super().__init__(preview_rows=preview_rows, **common)
         self.save_hyperparameters()
         self.scale = int(scale)
-        self.net: nn.Module = build_net(net)  # net.weights: start from a published file
-        self.loss = CompositeLoss.from_config(loss)
-        self.preview_rows = preview_rows
+        self.build_restoration(net, loss)
         self.eval_metrics = nn.ModuleDict()  # "<stage>/<benchmark>/<sr|bicubic>" -> SRMetrics
-        if channels_last:
-            self.net.to(memory_format=torch.channels_last)
-
-    # -- the method ---------------------------------------------------------------------------
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        if self.use_channels_last:
-            lr = lr.contiguous(memory_format=torch.channels_last)
-        return self.net(lr)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        lr, hr = self.degraded_pair(batch)
-        sr = self(lr)
-        total, terms = self.loss(sr, hr)
-        self.log_loss_terms("train", total, terms, batch_size=lr.shape[0])
-        return total
-
-    def degraded_pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LR, HR); a DataModule that degrades on the device provides HR only and a ``degrade``."""
-        if "lr" in batch:
-            return batch["lr"], batch["hr"]
-        return self.trainer.datamodule.degrade(batch["hr"]), batch["hr"]
 
     def synthetic_batch(self, batch_size: int, device: torch.device, lr_size: int = 64) -> dict:
         """Random LR/HR pairs of training shape, for the bench tool."""
@@ -75,14 +34,9 @@ class SISRTask(FeatlabTask):
         return {"lr": torch.rand(batch_size, 3, lr_size, lr_size, device=device),
                 "hr": torch.rand(batch_size, 3, hr_size, hr_size, device=device)}
 
-    def compile_networks(self) -> None:
-        self.net.compile()  # in place: parameter names, checkpoints and the tools stay unchanged
-
     # -- evaluation ---------------------------------------------------------------------------
     def _benchmark_names(self, stage: str) -> list[str]:
-        dm = getattr(self.trainer, "datamodule", None)
-        names = getattr(dm, f"{stage}_names", None) if dm is not None else None
-        return list(names or ["val"])
+        return eval_set_names(getattr(self.trainer, "datamodule", None), stage, default=["val"])
 
     def _metrics(self, stage: str, name: str, kind: str) -> SRMetrics:
         key = f"{stage}/{name}/{kind}"
@@ -92,10 +46,10 @@ class SISRTask(FeatlabTask):
 
     def _eval_step(self, stage: str, batch: dict, dataloader_idx: int) -> None:
         lr, hr = self.degraded_pair(batch)
-        sr = self(lr).clamp(0, 1).float()
+        sr = self.restore(lr)
         name = self._benchmark_names(stage)[dataloader_idx]
         self._metrics(stage, name, "sr").update(sr, hr.float())
-        self._metrics(stage, name, "bicubic").update(bicubic_upscale(lr.float(), self.scale), hr.float())
+        self._metrics(stage, name, "bicubic").update(self.bicubic(lr, hr.shape[-2:]), hr.float())
         if stage == "val" and dataloader_idx == 0:
             _, terms = self.loss(sr, hr)
             self.log("val/loss", sum(terms.values()), batch_size=lr.shape[0], add_dataloader_idx=False)
@@ -127,11 +81,3 @@ class SISRTask(FeatlabTask):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-
-    def preview(self, batch: dict) -> torch.Tensor:
-        """LR | bicubic | SR | HR for the first images of the first validation batch."""
-        lr, hr = self.degraded_pair(batch)
-        lr, hr = lr[: self.preview_rows], hr[: self.preview_rows]
-        sr = self(lr).clamp(0, 1)
-        return grid_from_columns({"lr": lr, "bicubic": bicubic_upscale(lr, self.scale), "sr": sr, "hr": hr})
-

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,12 +75,10 @@ class SlotAttentionTask(FeatlabTask):
         cache_features: bool = False,
         preview_rows: int = 4,
         figure_rows: int = 4,
-        optim: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        monitor: Mapping | None = None,
-        channels_last: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(optim=optim, scheduler=scheduler, channels_last=channels_last, monitor=monitor)
+        """``common``: the base task's ``optim``, ``scheduler``, ``channels_last``, ``monitor``."""
+        super().__init__(**common)
         self.save_hyperparameters()
         backbone_cfg = dict(to_plain(backbone))
         slots_cfg = dict(to_plain(slots) or {})

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from featlab.cli import exit_on_user_error, wants_help
 from featlab.config import compose, config_dir
 from featlab.errors import ConfigError, unknown_name
+from featlab.interface import CountsImages
 from featlab.optim import build_optimizer
 
 # Dense bf16 peak FLOP/s per device name fragment, for model-FLOPs utilisation.
@@ -74,7 +75,7 @@ def bench_variant(name: str, cfg: DictConfig, bench: DictConfig, device: torch.d
     batch = task.synthetic_batch(int(bench.batch_size), device, **OmegaConf.to_container(bench.batch_kwargs))
     use_bf16 = bench.precision == "bf16" or (bench.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    images = task.images_in_batch(batch) if hasattr(task, "images_in_batch") else int(bench.batch_size)
+    images = task.images_in_batch(batch) if isinstance(task, CountsImages) else int(bench.batch_size)
 
     def step(i: int) -> None:
         with autocast:
