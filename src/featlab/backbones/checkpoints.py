@@ -120,24 +120,40 @@ def load_into(
 
     Keys of parts that truncation removed (present in ``full_keys``) and classifier/projection
     heads are ignored; anything else that differs is a :class:`ConfigError` listing a few keys.
-    ``adapt(key, value, target)`` may reshape a tensor (ViT position embeddings of another grid).
+    ``convert(state, model)`` maps a foreign key layout first; ``adapt(key, value, target)`` may
+    reshape a tensor (ViT position embeddings of another grid).
     """
-    state = dict(state)
-    if convert is not None:
-        state = convert(state, model)
+    state = convert(dict(state), model) if convert is not None else dict(state)
     target = model.state_dict(keep_vars=True)
-    full = set(full_keys) | set(target)
+    mapped, unexpected = _map_keys(state, set(full_keys) | set(target), target)
+    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
+    mismatched = _fit_shapes(mapped, target, adapt)
+    if missing or unexpected or mismatched:
+        raise ConfigError(key, f"{source} does not match the architecture: "
+                               f"{_key_report(missing=missing, unexpected=unexpected, mismatched=mismatched)}")
+    model.load_state_dict(mapped, strict=False)
+
+
+def _map_keys(state: Mapping[str, torch.Tensor], known: set[str], target: Mapping[str, torch.Tensor],
+              ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``(tensors for the kept model, keys nothing explains)``: wrapper prefixes are peeled off, keys
+    of truncated parts are dropped, heads and BN counters are ignored."""
     mapped: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     for name, value in state.items():
-        match = _match_key(name, full)
+        match = _match_key(name, known)
         if match is None:
             if not name.startswith(_IGNORED_PREFIXES) and "num_batches_tracked" not in name:
                 unexpected.append(name)
             continue
         if match in target:
             mapped[match] = value
-    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
+    return mapped, unexpected
+
+
+def _fit_shapes(mapped: dict[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                adapt: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None) -> list[str]:
+    """Adapt what can be adapted (in ``mapped``); describe every shape that still differs."""
     mismatched = []
     for name, value in list(mapped.items()):
         want = target[name]
@@ -145,18 +161,18 @@ def load_into(
             value = mapped[name] = adapt(name, value, want)
         if value.shape != want.shape:
             mismatched.append(f"{name} {tuple(value.shape)} vs {tuple(want.shape)}")
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("shape mismatch", mismatched),
-        ):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{label} {len(items)}: {', '.join(items[:5])}{more}")
-        raise ConfigError(key, f"{source} does not match the architecture: {'; '.join(parts)}")
-    model.load_state_dict(mapped, strict=False)
+    return mismatched
+
+
+def _key_report(**groups: list[str]) -> str:
+    """``missing 3: a, b, c; unexpected 1: d`` with at most five keys per group."""
+    labels = {"missing": "missing", "unexpected": "unexpected", "mismatched": "shape mismatch"}
+    parts = []
+    for group, items in groups.items():
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{labels[group]} {len(items)}: {', '.join(items[:5])}{more}")
+    return "; ".join(parts)
 
 
 def _match_key(name: str, keys: set[str]) -> str | None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featlab.backbones.featnorm import layer_norm_channels
+from featlab.backbones.taps import TapPlan
 from featlab.errors import ConfigError
 
 
@@ -36,7 +37,7 @@ class FeatureExtractor(nn.Module):
         *,
         name: str,
         model: nn.Module,
-        taps: Any,
+        taps: TapPlan,
         layers: Sequence[str],
         mean: Sequence[float],
         std: Sequence[float],

@@ -1,14 +1,16 @@
 """`create`: a name and a list of layers -> a truncated, normalising, (by default) frozen extractor.
 
-Order of work, chosen so that failures are cheap and nothing is built twice: resolve the weights
-source (fail fast when offline), build the full model once, name its layers, truncate it to the
-deepest requested layer, then load local weights strictly into what is left.
+Five steps, in an order chosen so that failures are cheap and nothing is built twice:
+:func:`weight_source` (fail fast when offline) -> :func:`build_full` (once) -> :func:`tap_layers`
+(name, check, truncate) -> local weights loaded strictly into what is left ->
+:func:`native_input_size` -> the :class:`FeatureExtractor` wrapper.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,10 +21,27 @@ from featlab.backbones.extractor import FeatureExtractor
 from featlab.backbones.featnorm import EXTRACTOR_NORMS
 from featlab.backbones.hub import pretrained_file
 from featlab.backbones.registry import BackboneSpec, get_spec, taps_for
+from featlab.backbones.taps import TapPlan
 from featlab.errors import ConfigError, unknown_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class WeightSource:
+    """Where a backbone's weights come from, decided before anything is built.
+
+    ``state`` (a local file's tensors, loaded after truncation) or ``timm_file`` (timm's own
+    pretrained loader reads it while building) or neither (random init). ``stored_kwargs`` are the
+    build options a featlab backbone file recorded.
+    """
+
+    spec: BackboneSpec
+    description: str = "random init"
+    state: dict[str, torch.Tensor] | None = None
+    timm_file: str | None = None
+    stored_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def create(
@@ -47,14 +66,45 @@ def create(
     with ``config_key`` (a perceptual loss passes ``loss.perceptual``); a bad name is reported
     under ``name_key`` (default ``<config_key>.name``).
     """
-    name_key = name_key or f"{config_key}.name"
     layers = _layer_list(layers, config_key)
-    state, source, stored_kwargs = None, "", {}
+    if feature_norm not in EXTRACTOR_NORMS:
+        raise unknown_name(f"{config_key}.feature_norm", feature_norm, EXTRACTOR_NORMS, "feature_norm")
+    source = weight_source(name, pretrained, checkpoint, config_key, name_key or f"{config_key}.name")
+    build_kwargs = {**source.stored_kwargs, **model_kwargs}
+    model = build_full(source, build_kwargs, config_key)
+    full_keys = set(model.state_dict(keep_vars=True))  # keep_vars: no detach copies
+    taps = tap_layers(source.spec, model, layers, config_key)
+    if source.state is not None:
+        adapt = _pos_embed_adapter(model) if source.spec.kind == "vit" else None
+        load_into(model, source.state, full_keys, source.description, f"{config_key}.checkpoint",
+                  source.spec.convert_state_dict, adapt)
+    size = native_input_size(source.spec, model, taps, input_size, config_key)
+    fx = FeatureExtractor(
+        name=source.spec.name,
+        model=model,
+        taps=taps,
+        layers=layers,
+        mean=source.spec.mean or _pretrained_cfg(model).get("mean") or IMAGENET_MEAN,
+        std=source.spec.std or _pretrained_cfg(model).get("std") or IMAGENET_STD,
+        input_size=size,
+        resize=resize,
+        trainable=trainable,
+        feature_norm=feature_norm,
+        config_key=config_key,
+    )
+    fx.build_kwargs = build_kwargs
+    return fx
+
+
+def weight_source(name: str, pretrained: bool, checkpoint: str | None, config_key: str,
+                  name_key: str) -> WeightSource:
+    """Step 1: the spec and its weights. A local file is read now (and may name the architecture);
+    pretrained weights are found (hub cache or a packaged file) or fail fast, before any build."""
     if checkpoint:
         state, stored_name, stored_kwargs = read_checkpoint(checkpoint, f"{config_key}.checkpoint")
-        source = f"checkpoint {checkpoint}"
+        description = f"checkpoint {checkpoint}"
         if stored_name and name not in ("checkpoint", stored_name):
-            source += f" (saved from {stored_name})"
+            description += f" (saved from {stored_name})"
         if name == "checkpoint":
             if not stored_name:
                 raise ConfigError(
@@ -63,72 +113,67 @@ def create(
                     "written by save_backbone); set name to the architecture, e.g. dino_vits16",
                 )
             name = stored_name
-    elif name == "checkpoint":
+        return WeightSource(get_spec(name, name_key), description, state, stored_kwargs=stored_kwargs)
+    if name == "checkpoint":
         raise ConfigError(
             f"{config_key}.checkpoint", "name=checkpoint needs checkpoint=<file from save_backbone>"
         )
     spec = get_spec(name, name_key)
-    if feature_norm not in EXTRACTOR_NORMS:
-        raise unknown_name(f"{config_key}.feature_norm", feature_norm, EXTRACTOR_NORMS, "feature_norm")
+    if not pretrained:
+        return WeightSource(spec)
+    if spec.weights_file is not None:
+        path = spec.weights_file(config_key)
+        return WeightSource(spec, path, read_checkpoint(path, f"{config_key}.pretrained")[0])
+    if spec.pretrained_tag is not None:
+        path = pretrained_file(spec.timm_name, name, config_key)
+        return WeightSource(spec, path, timm_file=path)
+    raise ConfigError(
+        f"{config_key}.pretrained",
+        f"{name} has no pretrained weights (test size); "
+        "set pretrained=false for random init, or checkpoint=<local file>",
+    )
+
+
+def build_full(source: WeightSource, model_kwargs: dict[str, Any], config_key: str) -> nn.Module:
+    """Step 2: the whole network, once (timm loads its pretrained file here; others load later)."""
+    spec = source.spec
     kwargs = {
         "num_classes": 0,
         **({"dynamic_img_size": True} if spec.kind == "vit" else {}),
         **spec.model_kwargs,
-        **stored_kwargs,
         **model_kwargs,
     }
+    if source.timm_file is None:
+        kwargs.update(spec.skeleton_kwargs)  # shrink parts the taps always prune (no weights to fit)
+    return _build(spec, kwargs, config_key, pretrained_path=source.timm_file)
 
-    model = None
-    if state is None and pretrained:
-        if spec.weights_file is not None:
-            path = spec.weights_file(config_key)
-            state, source = read_checkpoint(path, f"{config_key}.pretrained")[0], path
-        elif spec.pretrained_tag is not None:
-            path = pretrained_file(spec.timm_name, name, config_key)
-            model = _build(spec, kwargs, config_key, pretrained_path=path)
-        else:
-            raise ConfigError(
-                f"{config_key}.pretrained",
-                f"{name} has no pretrained weights (test size); "
-                "set pretrained=false for random init, or checkpoint=<local file>",
-            )
-    if model is None:
-        model = _build(spec, {**kwargs, **spec.skeleton_kwargs}, config_key)
 
-    full_keys = set(model.state_dict(keep_vars=True))  # keep_vars: no detach copies
+def tap_layers(spec: BackboneSpec, model: nn.Module, layers: Sequence[str], config_key: str) -> TapPlan:
+    """Step 3: the family's layer names, a check of the requested ones, truncation after the deepest."""
     taps = taps_for(spec.kind, model)
     for layer in layers:
         if layer not in taps.valid_layers:
             raise ConfigError(
                 f"{config_key}.layers",
-                f"unknown layer '{layer}' for backbone {name}. Valid: {', '.join(taps.valid_layers)}",
+                f"unknown layer '{layer}' for backbone {spec.name}. Valid: {', '.join(taps.valid_layers)}",
             )
     taps.prune(model, layers)
-    if state is not None:
-        adapt = _pos_embed_adapter(model) if spec.kind == "vit" else None
-        load_into(model, state, full_keys, source, f"{config_key}.checkpoint", spec.convert_state_dict, adapt)
+    return taps
 
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = int(input_size or spec.input_size or (cfg.get("input_size") or (3, 224, 224))[-1])
+
+def native_input_size(spec: BackboneSpec, model: nn.Module, taps: TapPlan, input_size: int | None,
+                      config_key: str) -> int:
+    """Step 4: the square side inputs are resized to: asked for, the spec's, or timm's pretrained config."""
+    size = int(input_size or spec.input_size or (_pretrained_cfg(model).get("input_size") or (3, 224, 224))[-1])
     if taps.patch_size and size % taps.patch_size:
         raise ConfigError(
-            f"{config_key}.input_size", f"{size} is not a multiple of {name}'s patch size {taps.patch_size}"
+            f"{config_key}.input_size", f"{size} is not a multiple of {spec.name}'s patch size {taps.patch_size}"
         )
-    fx = FeatureExtractor(
-        name=name,
-        model=model,
-        taps=taps,
-        layers=layers,
-        mean=spec.mean or cfg.get("mean") or IMAGENET_MEAN,
-        std=spec.std or cfg.get("std") or IMAGENET_STD,
-        input_size=size,
-        resize=resize,
-        trainable=trainable,
-        feature_norm=feature_norm,
-        config_key=config_key,
-    )
-    fx.build_kwargs = {**stored_kwargs, **model_kwargs}
-    return fx
+    return size
+
+
+def _pretrained_cfg(model: nn.Module) -> dict[str, Any]:
+    return getattr(model, "pretrained_cfg", None) or {}
 
 
 def _layer_list(layers: Sequence[str] | str, config_key: str) -> list[str]:

@@ -15,21 +15,22 @@ from typing import Any
 from torch import nn
 
 from featlab.backbones.staged import TAPS
+from featlab.backbones.taps import TapPlan
 from featlab.backbones.vit import ViTTaps
 from featlab.errors import ConfigError, unknown_name
 
-#: kind -> tap-plan factory ``(full model) -> taps`` (see ``vit.py``/``staged.py``); taps carry the family.
-_KINDS: dict[str, Callable[[nn.Module], Any]] = {"vit": ViTTaps, **TAPS}
+#: kind -> tap-plan factory ``(full model) -> TapPlan`` (see ``vit.py``/``staged.py``).
+_KINDS: dict[str, Callable[[nn.Module], TapPlan]] = {"vit": ViTTaps, **TAPS}
 
 
-def register_kind(kind: str, taps_factory: Callable[[nn.Module], Any], *, overwrite: bool = False) -> None:
+def register_kind(kind: str, taps_factory: Callable[[nn.Module], TapPlan], *, overwrite: bool = False) -> None:
     """Add a tap plan (e.g. a ``StagedTaps`` for a new convnet layout) without editing this package."""
     if kind in _KINDS and not overwrite:
         raise ConfigError("kind", f"backbone kind '{kind}' is already registered")
     _KINDS[kind] = taps_factory
 
 
-def taps_for(kind: str, model: nn.Module) -> Any:
+def taps_for(kind: str, model: nn.Module) -> TapPlan:
     """The tap plan of ``kind`` read off the full (untruncated) ``model``."""
     return _KINDS[kind](model)
 

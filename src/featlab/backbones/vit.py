@@ -8,8 +8,10 @@ Tap point, the same for every ViT so studies compare like with like:
 - ``last`` is the final LayerNorm (timm ``model.norm``; CLIP's ``ln_post``) applied to the patch
   tokens, as a grid; ``cls`` is the final-normed CLS token ``(B, C)``.
 
-Grids come back as a permuted view whose memory is NHWC (channels_last), so no copy is made;
-use ``reshape`` rather than ``view`` on them.
+The pass and the truncation are timm's public intermediate-feature API
+(``forward_intermediates``, ``prune_intermediate_layers``), so any timm VisionTransformer that
+implements it works. Grids come back as a permuted view whose memory is NHWC (channels_last), so
+no copy is made; use ``reshape`` rather than ``view`` on them.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-
-from featlab.backbones.prune import prune_to
 
 
 def quarter_ends(num_blocks: int) -> list[int]:
@@ -62,37 +62,32 @@ class ViTTaps:
         depth = max(self._depth(layer) for layer in layers)
         self.kept_blocks = min(depth, self.num_blocks)
         self.has_norm = depth > self.num_blocks
-        keep = {"patch_embed", "pos_drop", "patch_drop", "norm_pre", "rope"}
-        keep |= {f"blocks.{i}" for i in range(self.kept_blocks)}
-        if self.has_norm:
-            keep.add("norm")
-        prune_to(model, keep)
-        if getattr(model, "attn_pool", None) is not None:
+        model.prune_intermediate_layers([self.kept_blocks - 1], prune_norm=not self.has_norm, prune_head=True)
+        if getattr(model, "attn_pool", None) is not None:  # a MAP head pools the tokens; taps never use it
             model.attn_pool = None
 
     def run(self, model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-        """One pass through the kept blocks, collecting every requested layer on the way."""
+        """One pass (timm's ``forward_intermediates``) through the blocks the deepest layer needs."""
         batch, _, height, width = x.shape
         grid = (height // self.patch_size, width // self.patch_size)
         wanted = {self.alias.get(layer, layer) for layer in layers}
-        depth = max(self._depth(layer) for layer in layers)
-        x = model.patch_embed(x)
-        x = model._pos_embed(x)
-        x = model.patch_drop(x)
-        x = model.norm_pre(x)
-        found: dict[str, torch.Tensor] = {}
-        for index in range(min(depth, self.num_blocks)):
-            x = model.blocks[index](x)
-            if f"block{index}" in wanted:
-                found[f"block{index}"] = self._grid(x, batch, grid)
-        if depth > self.num_blocks:
-            x = model.norm(x)
-            if "last" in wanted:
-                found["last"] = self._grid(x, batch, grid)
-            if "cls" in wanted:
-                found["cls"] = x[:, 0]
+        blocks = sorted(int(layer[len("block") :]) for layer in wanted if layer.startswith("block"))
+        needs_end = max(self._depth(layer) for layer in layers) > self.num_blocks
+        # timm needs at least one index; without block taps, the last block's output is taken and unused
+        indices = blocks or [len(model.blocks) - 1]
+        if needs_end:
+            final, tokens = model.forward_intermediates(x, indices=indices, output_fmt="NLC")
+        else:
+            tokens = model.forward_intermediates(x, indices=indices, output_fmt="NLC", stop_early=True,
+                                                 intermediates_only=True)
+        found = {f"block{index}": self._grid(t, batch, grid) for index, t in zip(blocks, tokens)}
+        if needs_end:
+            found["last"] = self._grid(final[:, self.num_prefix :], batch, grid)
+            if self.has_cls:
+                found["cls"] = final[:, 0]
         return {layer: found[self.alias.get(layer, layer)] for layer in layers}
 
-    def _grid(self, tokens: torch.Tensor, batch: int, grid: tuple[int, int]) -> torch.Tensor:
-        patches = tokens[:, self.num_prefix :]
+    @staticmethod
+    def _grid(patches: torch.Tensor, batch: int, grid: tuple[int, int]) -> torch.Tensor:
+        """Patch tokens ``(B, N, C)`` (prefix tokens already removed) as a ``(B, C, H, W)`` view."""
         return patches.reshape(batch, grid[0], grid[1], patches.shape[-1]).permute(0, 3, 1, 2)
