@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from featlab.errors import ConfigError, unknown_name, user_error_in
+from featlab.overrides import non_identifying_keys
 
 
 def to_plain(cfg: Any) -> Any:
@@ -52,6 +53,7 @@ def short_dirname(text: str, limit: int = 120) -> str:
 
 
 OmegaConf.register_new_resolver("short_dirname", short_dirname, replace=True)
+OmegaConf.register_new_resolver("non_identifying_keys", non_identifying_keys, replace=True)
 
 
 CONFIG_PACKAGE = "featlab.conf"

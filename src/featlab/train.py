@@ -35,18 +35,16 @@ from featlab.config import check_config_choices, config_source, to_plain, user_c
 from featlab.errors import ConfigError, user_error_in
 from featlab.interface import Compilable
 from featlab.loggers import build_loggers, finish_wandb, flatten
+from featlab.overrides import identifies_run
 from featlab.runlog import record, run_log
 
 log = logging.getLogger("featlab")
 SIGTERM_EXIT_CODE = 143
 
 # Overrides that say where or how a job runs rather than what it studies: not tags, not run names.
-NON_STUDY_KEYS = ("hydra.", "paths.", "trainer", "logger", "ckpt_path", "callbacks.", "data.num_workers")
-
-
 def study_overrides(overrides: list[str]) -> list[str]:
     """The overrides that define a run's place in a study (used for its W&B name and tags)."""
-    return [o for o in overrides if not o.lstrip("+~").startswith(NON_STUDY_KEYS)]
+    return [o for o in overrides if identifies_run(o)]
 
 
 def run_name_from(cfg: DictConfig, overrides: list[str]) -> str:
