@@ -30,7 +30,9 @@ def test_bicubic_downsample_is_antialiased_bicubic_clamped():
     lr = bicubic_downsample(hr, 4)
     expected = F.interpolate(hr, size=(6, 9), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
     assert lr.shape == (2, 3, 6, 9)
-    assert torch.equal(lr, expected)
+    assert ((lr >= 0) & (lr <= 1)).all()
+    # MATLAB imresize: PyTorch's antialiased bicubic inside; mirrored (not truncated) at the borders
+    torch.testing.assert_close(lr[..., 2:-2, 2:-2], expected[..., 2:-2, 2:-2])
     assert bicubic_downsample(hr, 1) is hr
 
 

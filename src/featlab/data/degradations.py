@@ -14,11 +14,11 @@ from typing import Any
 
 import kornia
 import torch
-import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from featlab.config import to_plain
 from featlab.data.base import BaseDataModule
+from featlab.data.resize import imresize
 from featlab.errors import ConfigError, require, unknown_name
 
 Range = tuple[float, float]
@@ -26,18 +26,18 @@ DEGRADATION_KEYS = ("blur_sigma", "noise_sigma", "jpeg_quality")
 
 
 def bicubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Antialiased bicubic downsampling, clamped to [0, 1] like an image saved to disk.
+    """MATLAB ``imresize(hr, 1/scale)`` (antialiased bicubic), clamped to [0, 1] like a saved image.
 
-    Antialias matters: without it bicubic aliases at x4/x8 and the LR no longer resembles the
-    MATLAB ``imresize`` LR images that SR benchmarks are built with.
+    This is how SR benchmark LR images are made. PyTorch's antialiased bicubic equals it inside
+    the image but renormalises a truncated kernel at the borders where MATLAB mirrors the image;
+    :func:`featlab.data.resize.imresize` matches MATLAB everywhere.
     """
     if scale == 1:
         return hr
     h, w = hr.shape[-2:]
     require(h % scale == 0 and w % scale == 0, "data.scale",
             f"HR size {h}x{w} is not divisible by scale {scale}")
-    lr = F.interpolate(hr, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-    return lr.clamp(0.0, 1.0)
+    return imresize(hr, size=(h // scale, w // scale)).clamp(0.0, 1.0)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from featlab.data.resize import bicubic_upscale
 from featlab.errors import ConfigError
 from featlab.interface import DegradesOnDevice
 from featlab.losses.composite import CompositeLoss
 from featlab.nets.published import build_net
-from featlab.nets.sr.blocks import bicubic_upsample
 from featlab.tasks.base import FeatlabTask
 from featlab.visualize import grid_from_columns
 
@@ -78,9 +78,10 @@ class RestorationTask(FeatlabTask):
         return self(lr).float().clamp(0.0, 1.0)
 
     def bicubic(self, lr: torch.Tensor, hr_size: tuple[int, int]) -> torch.Tensor:
-        """The baseline every result is compared against: bicubic upscaling, clamped to [0, 1]."""
+        """The baseline every result is compared against: MATLAB ``imresize`` bicubic upscaling (the
+        protocol of published SR tables, :mod:`featlab.data.resize`), clamped to [0, 1]."""
         scale = self.scale or hr_size[0] // lr.shape[-2]
-        return bicubic_upsample(lr.float(), scale).clamp(0.0, 1.0)
+        return bicubic_upscale(lr.float(), scale)
 
     def compile_networks(self) -> None:
         self.net.compile()  # in place: parameter names, checkpoints and the tools stay unchanged
