@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -57,12 +58,26 @@ def test_gradient_reaches_the_student_only():
     assert teacher.grad is None
 
 
-def test_teacher_temperature_warms_up_linearly():
-    assert teacher_temperature(0, 0.04, 0.07, 30) == 0.04
-    assert teacher_temperature(15, 0.04, 0.07, 30) == pytest.approx(0.055)
-    assert teacher_temperature(30, 0.04, 0.07, 30) == 0.07
-    assert teacher_temperature(80, 0.04, 0.07, 30) == 0.07
+def official_schedule(warmup_temp, final_temp, warmup_epochs, epochs):
+    """facebookresearch/dino, DINOLoss.__init__: linspace over the warmup epochs, then constant."""
+    return np.concatenate((np.linspace(warmup_temp, final_temp, warmup_epochs),
+                           np.ones(epochs - warmup_epochs) * final_temp))
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 1, 2, 5, 30])
+def test_teacher_temperature_follows_the_official_per_epoch_schedule(warmup_epochs):
+    schedule = official_schedule(0.04, 0.07, warmup_epochs, 40)
+    for epoch, expected in enumerate(schedule):
+        for within in (0.0, 0.5, 0.999):  # constant within an epoch
+            assert teacher_temperature(epoch + within, 0.04, 0.07, warmup_epochs) == pytest.approx(expected, abs=1e-12)
+    if warmup_epochs > 1:  # the final value is reached at epoch warmup_epochs - 1, not warmup_epochs
+        assert teacher_temperature(warmup_epochs - 1, 0.04, 0.07, warmup_epochs) == pytest.approx(0.07)
     assert DINOLoss(4, 3, warmup_teacher_temp=0.02, teacher_temp=0.06, warmup_teacher_temp_epochs=0).teacher_temp(0) == 0.06
+
+
+def test_fractional_warmup_epochs_are_a_config_error():
+    with pytest.raises(ConfigError, match="warmup_teacher_temp_epochs"):
+        DINOLoss(4, 3, warmup_teacher_temp_epochs=2.5)
 
 
 def test_collapse_flag_marks_both_kinds_of_collapse():

@@ -18,15 +18,23 @@ from torch.nn import functional as F
 from featlab.errors import require
 
 
-def teacher_temperature(progress_epochs: float, warmup_temp: float, final_temp: float, warmup_epochs: float) -> float:
-    """Linear warmup ``warmup_temp -> final_temp`` over ``warmup_epochs`` (fractional epochs allowed).
+def teacher_temperature(progress_epochs: float, warmup_temp: float, final_temp: float, warmup_epochs: int) -> float:
+    """The official DINO schedule: ``np.linspace(warmup_temp, final_temp, warmup_epochs)[epoch]``,
+    then ``final_temp``; constant within an epoch.
 
-    A high teacher temperature early on would make the targets near uniform before the student
-    has learnt anything, which is the uniform-collapse regime; warming up from a sharp value is safer.
+    ``progress_epochs`` may be fractional (step / steps per epoch); the epoch is its integer part.
+    As in ``facebookresearch/dino``, the warmup's last epoch (``warmup_epochs - 1``) already uses
+    ``final_temp``, and a one-epoch warmup means one epoch at ``warmup_temp``. A high teacher
+    temperature early on would make the targets near uniform before the student has learnt
+    anything, which is the uniform-collapse regime; warming up from a sharp value is safer.
     """
-    if warmup_epochs <= 0 or progress_epochs >= warmup_epochs:
+    epoch = int(math.floor(progress_epochs))
+    warmup_epochs = int(warmup_epochs)
+    if epoch >= warmup_epochs:
         return final_temp
-    return warmup_temp + (final_temp - warmup_temp) * progress_epochs / warmup_epochs
+    if warmup_epochs == 1:
+        return warmup_temp
+    return warmup_temp + (final_temp - warmup_temp) * epoch / (warmup_epochs - 1)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -51,7 +59,7 @@ class DINOLoss(nn.Module):
         ncrops: int,
         warmup_teacher_temp: float = 0.04,
         teacher_temp: float = 0.04,
-        warmup_teacher_temp_epochs: float = 0,
+        warmup_teacher_temp_epochs: int = 0,
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
         n_global: int = 2,
@@ -62,6 +70,9 @@ class DINOLoss(nn.Module):
         for key, temp in (("warmup_teacher_temp", warmup_teacher_temp), ("teacher_temp", teacher_temp),
                           ("student_temp", student_temp)):
             require(temp > 0, f"loss.{key}", f"a softmax temperature must be positive, got {temp}")
+        require(float(warmup_teacher_temp_epochs).is_integer() and warmup_teacher_temp_epochs >= 0,
+                "loss.warmup_teacher_temp_epochs",
+                f"the official schedule counts whole epochs; got {warmup_teacher_temp_epochs}")
         # 1.0 keeps the centre at zero: the "no centring" ablation of the paper
         require(0.0 <= center_momentum <= 1.0, "loss.center_momentum", f"must be in [0, 1], got {center_momentum}")
         self.out_dim = out_dim
@@ -70,7 +81,7 @@ class DINOLoss(nn.Module):
         self.student_temp = student_temp
         self.warmup_teacher_temp = warmup_teacher_temp
         self.final_teacher_temp = teacher_temp
-        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.warmup_teacher_temp_epochs = int(warmup_teacher_temp_epochs)
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
 
