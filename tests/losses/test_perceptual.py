@@ -95,5 +95,43 @@ def test_perceptual_configs_hold_the_published_layers_and_weights(loss, backbone
     from featlab.config import compose
 
     term = compose(["experiment=sisr_l1", f"loss={loss}"]).loss.perceptual
-    assert (term.backbone, list(term.layers), term.weight) == (backbone, layers, 0.18)
+    assert (term.backbone, list(term.layers), term.weight, term.normalize) == (backbone, layers, 0.1, "target")
     assert list(term.get("layer_weights") or [1.0] * len(layers)) == weights
+
+
+@pytest.mark.parametrize("normalize", ["target", "unit"])
+@pytest.mark.parametrize("distance", ["l1", "l2"])
+def test_calibrated_loss_ignores_the_backbones_feature_scale(normalize, distance) -> None:
+    """The point of calibration: features x 10 (another backbone's scale) leave the loss unchanged."""
+    from featlab.losses.perceptual import calibrated_distance
+
+    torch.manual_seed(0)
+    pred, target = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5)
+    base = calibrated_distance(pred, target, distance, normalize)
+    torch.testing.assert_close(calibrated_distance(10 * pred, 10 * target, distance, normalize), base)
+    raw = calibrated_distance(pred, target, distance, "none")
+    assert not torch.allclose(calibrated_distance(10 * pred, 10 * target, distance, "none"), raw)
+
+
+def test_target_normalisation_is_the_relative_feature_error() -> None:
+    from featlab.losses.perceptual import calibrated_distance
+
+    target = torch.full((1, 4, 2, 2), 2.0)
+    pred = torch.full((1, 4, 2, 2), 1.5)
+    assert calibrated_distance(pred, target, "l1", "target").item() == pytest.approx(0.25)
+    assert calibrated_distance(pred, target, "l2", "target").item() == pytest.approx(0.0625)
+    assert calibrated_distance(torch.zeros_like(target), target, "l1", "target").item() == pytest.approx(1.0)
+    # unit: LPIPS's normalisation, so parallel feature vectors are at distance zero
+    assert calibrated_distance(3 * target, target, "l2", "unit").item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_calibrated_loss_still_gives_the_prediction_a_gradient() -> None:
+    loss = _loss(normalize="target")
+    pred = torch.rand(1, 3, 64, 64, requires_grad=True)
+    loss(pred, torch.rand(1, 3, 64, 64)).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_unknown_normalisation_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="none, target, unit"):
+        _loss(normalize="lpips")

@@ -10,6 +10,17 @@ Two rules the reference SR trainers got wrong or left slow:
   run the backward over both halves and keep both halves' activations alive).
 
 The backbone is frozen (eval mode, no parameter gradients) whatever mode the task is in.
+
+Calibration (``normalize``). Raw feature distances differ by 10x and more between backbones (and
+between layers of one backbone), so a raw weight means nothing once the backbone changes. With
+``normalize: target`` (the shipped default) each layer's distance is divided by the target
+features' mean magnitude (mean ``|f|`` for l1, mean ``f**2`` for l2; detached), so every layer's
+term is a *relative* feature error: 0 for a perfect prediction, about 1 when the prediction's
+features are as far from the target's as the target's are from zero. Multiplying a backbone's
+features by any constant leaves it unchanged, so one weight means the same for DINO, ConvNeXt,
+VGG, EfficientNet or a self-trained backbone. ``normalize: unit`` instead unit-normalises every
+position's feature vector over channels before the distance (LPIPS without its learned channel
+weights); ``none`` is the raw distance. The cosine distance is scale-free already.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from featlab.backbones import create
 from featlab.errors import ConfigError, unknown_name
 
 DISTANCES = ("l1", "l2", "cosine")
+NORMALIZATIONS = ("none", "target", "unit")
 
 
 def feature_distance(pred: torch.Tensor, target: torch.Tensor, distance: str) -> torch.Tensor:
@@ -33,6 +45,31 @@ def feature_distance(pred: torch.Tensor, target: torch.Tensor, distance: str) ->
     if distance == "l2":
         return F.mse_loss(pred, target)
     return (1.0 - F.cosine_similarity(pred, target, dim=1, eps=1e-8)).mean()
+
+
+def target_magnitude(target: torch.Tensor, distance: str) -> torch.Tensor:
+    """What the distance of a prediction of all zeros would be: mean ``|f|`` (l1) or ``f**2`` (l2)."""
+    target = target.detach().float()
+    if distance == "l1":
+        return target.abs().mean()
+    if distance == "l2":
+        return target.square().mean()
+    return torch.ones((), device=target.device)
+
+
+def unit_channels(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Each position's channel vector scaled to unit length (LPIPS's ``normalize_tensor``)."""
+    return features / (features.float().square().sum(dim=1, keepdim=True).sqrt() + eps).to(features.dtype)
+
+
+def calibrated_distance(pred: torch.Tensor, target: torch.Tensor, distance: str, normalize: str) -> torch.Tensor:
+    """One layer's term under the ``normalize`` rule (see the module docstring)."""
+    if normalize == "unit":
+        return feature_distance(unit_channels(pred), unit_channels(target), distance)
+    value = feature_distance(pred, target, distance)
+    if normalize == "target":
+        value = value / target_magnitude(target, distance).clamp_min(1e-12)
+    return value
 
 
 class PerceptualLoss(nn.Module):
@@ -46,6 +83,7 @@ class PerceptualLoss(nn.Module):
         distance: str = "l1",
         resize: bool = True,
         feature_norm: str = "none",
+        normalize: str = "none",
         pretrained: bool = True,
         checkpoint: str | None = None,
         input_size: int | None = None,
@@ -55,6 +93,8 @@ class PerceptualLoss(nn.Module):
         layers = [layers] if isinstance(layers, str) else [str(layer) for layer in layers]
         if distance not in DISTANCES:
             raise unknown_name(f"{config_key}.distance", distance, DISTANCES, "distance")
+        if normalize not in NORMALIZATIONS:
+            raise unknown_name(f"{config_key}.normalize", normalize, NORMALIZATIONS, "normalisation")
         if len(set(layers)) != len(layers):
             raise ConfigError(f"{config_key}.layers", f"a layer is listed twice in {layers}")
         weights = [1.0] * len(layers) if layer_weights is None else [float(w) for w in layer_weights]
@@ -66,6 +106,7 @@ class PerceptualLoss(nn.Module):
         self.layers = layers
         self.layer_weights = weights
         self.distance = distance
+        self.normalize = normalize
         self.extractor = create(
             backbone,
             layers,
@@ -84,10 +125,11 @@ class PerceptualLoss(nn.Module):
             target_features = self.extractor(target)
         pred_features = self.extractor(pred)
         terms = [
-            w * feature_distance(pred_features[layer], target_features[layer], self.distance)
+            w * calibrated_distance(pred_features[layer], target_features[layer], self.distance, self.normalize)
             for layer, w in zip(self.layers, self.layer_weights)
         ]
         return torch.stack([t.float() for t in terms]).sum() if len(terms) > 1 else terms[0]
 
     def extra_repr(self) -> str:
-        return f"layers={self.layers}, layer_weights={self.layer_weights}, distance={self.distance}"
+        return (f"layers={self.layers}, layer_weights={self.layer_weights}, distance={self.distance}, "
+                f"normalize={self.normalize}")
