@@ -92,7 +92,7 @@ def test_slurm_launcher_and_optuna_sweeper_configs_compose_with_the_plugins():
     assert (launcher["nodes"], launcher["tasks_per_node"]) == (2, 4)  # one task per GPU for Lightning DDP
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == "maximize"  # from task.monitor.mode: max
-    assert dict(sweeper.params) == {"loss.perceptual.weight": "0.05,0.18,0.5"}
+    assert dict(sweeper.params) == {"loss.perceptual.weight": "0.03,0.1,0.3"}
 
 
 # -- a real multirun --------------------------------------------------------------------------------

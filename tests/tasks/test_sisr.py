@@ -39,7 +39,7 @@ def test_sisr_experiments_build_their_losses(name):
     loss = CompositeLoss.from_config(cfg.loss)
     assert "pixel" in loss.terms
     assert ("perceptual" in loss.terms) == (name != "sisr_l1")
-    assert cfg.loss.get("perceptual") is None or cfg.loss.perceptual.weight == pytest.approx(0.18)
+    assert cfg.loss.get("perceptual") is None or cfg.loss.perceptual.weight == pytest.approx(0.1)
 
 
 def test_unknown_experiment_lists_the_valid_ones():
