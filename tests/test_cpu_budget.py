@@ -15,6 +15,7 @@ EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"
 # step (dsr_identity) took up to 30 s, so 8 steps + 2 validation and 2 test batches stay within minutes.
 MAX_TRAIN_STEPS = 8
 MAX_EVAL_BATCHES = 2
+MAX_BATCH_SIZE = 16       # a DINO step at the recipe's 64 took ~2 min here: budget/task/cpu_dino.yaml
 # Experiments made for a CPU run their own schedule on trainer=cpu (trainer=cpu_full), each with the
 # number of training steps its README measurement covers.
 MADE_FOR_CPU = {"dino_cpu_demo": 32 * 32}
@@ -52,6 +53,10 @@ def test_cpu_runs_a_bounded_pipeline_check(experiment, explicit):
     for key in ("limit_val_batches", "limit_test_batches"):
         limit = cfg.trainer[key]
         assert isinstance(limit, int) and limit <= MAX_EVAL_BATCHES, f"{experiment}: trainer.{key}={limit}"
+    for key in ("batch_size", "eval_batch_size"):
+        size = cfg.data.get(key)
+        assert size is None or size <= (MAX_BATCH_SIZE if key == "batch_size" else 2 * MAX_BATCH_SIZE), \
+            f"{experiment}: data.{key}={size} on trainer=cpu"
 
 
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
@@ -62,6 +67,9 @@ def test_gpu_presets_keep_the_experiments_schedule(experiment, trainer):
     assert cfg.accelerator == "gpu"
     for key in ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches"):
         assert cfg[key] == own[key], f"{experiment} trainer={trainer}: {key}"
+    full_data = compose([f"experiment={experiment}", "trainer=cpu_full"]).data
+    gpu_data = compose([f"experiment={experiment}", f"trainer={trainer}"]).data
+    assert gpu_data.batch_size == full_data.batch_size
 
 
 def test_headline_schedules_are_the_published_ones():
@@ -71,6 +79,7 @@ def test_headline_schedules_are_the_published_ones():
     assert compose(["experiment=dino_vits16_paper", "trainer=gpu"]).trainer.max_epochs == 100
     full = compose(["experiment=dsr_identity", "trainer=gpu"]).trainer
     assert full.limit_train_batches is None and full.limit_test_batches is None
+    assert compose(["experiment=dino_vits16", "trainer=gpu"]).data.batch_size == 64
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -88,6 +97,11 @@ def test_headline_schedules_are_the_published_ones():
 def test_explicit_overrides_win(overrides, expected):
     trainer = compose(overrides).trainer
     assert {key: trainer[key] for key in expected} == expected
+
+
+def test_explicit_data_overrides_win_over_the_task_budget():
+    assert compose(["experiment=dino_vits16", "data.batch_size=4"]).data.batch_size == 4
+    assert compose(["experiment=dino_resnet18", "data.eval_batch_size=64"]).data.eval_batch_size == 64
 
 
 def test_the_cpu_check_keeps_other_trainer_settings_of_the_experiment():
