@@ -126,7 +126,7 @@ def test_wandb_auto_mode_is_offline_without_credentials(tmp_path, monkeypatch):
 
 def test_csv_only_when_wandb_is_off(tmp_path):
     loggers = build_loggers(tmp_path, csv=True, wandb=None)
-    assert [type(logger).__name__ for logger in loggers] == ["CSVLogger"]
+    assert [type(logger).__name__ for logger in loggers] == ["AppendingCSVLogger"]
 
 
 def test_finish_wandb_leaves_the_run_to_rank_zero(monkeypatch):

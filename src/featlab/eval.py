@@ -2,8 +2,8 @@
 
 The run's own overrides (stored in the checkpoint) are replayed and the ones given here win, so
 ``data=sr_folders data.test_dirs={set5:/path/Set5}`` evaluates the same model on other folders.
-Weights of every module, frozen loss backbones included, come from the checkpoint, so evaluation
-forces ``pretrained=false`` and needs no download.
+Trained weights come from the checkpoint; frozen loss backbones are not stored in it and are rebuilt
+from the run's config (the same pretrained weights or local file the run used).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def evaluate(ckpt_path: str, overrides: list[str], output: str | None = None) ->
         published = from_contents(checkpoint, f"'{ckpt_path}'", key="ckpt_path")
         overrides = published_net_overrides(published, overrides)
     stored = list((checkpoint.get("featlab_config") or {}).get("overrides") or [])
-    cfg = compose(merge_overrides(stored, [*overrides, "pretrained=false", "logger=csv"]))
+    cfg = compose(merge_overrides(stored, [*overrides, "logger=csv"]))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     beside = Path(ckpt_path).resolve().parent  # a published file: next to it; a run's: in the run
     default_dir = beside / f"eval-{Path(ckpt_path).stem}-{stamp}" if published else beside.parent / f"eval-{stamp}"

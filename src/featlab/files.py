@@ -82,6 +82,12 @@ def ensure_dir(path: str | Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make the rename itself durable (best effort: not every filesystem allows opening a folder)."""
     try:
@@ -114,6 +120,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise _explain(err, target) from err
     tmp = Path(tmp_name)
     try:
+        # mkstemp makes 0600 files; give the result the mode a plain open() would (or the old file's)
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -129,17 +137,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _fsync_dir(target.parent)
 
 
+# Test-only fault hook (featlab.callbacks.faults): called with (temp, target) between the write and
+# the rename. None in every normal run.
+BEFORE_COMMIT: Callable[[Path, Path], None] | None = None
+
+
 def _replace(tmp: Path, target: Path) -> None:
     """The commit point (a separate function so tests can crash exactly between write and rename)."""
+    if BEFORE_COMMIT is not None:
+        BEFORE_COMMIT(tmp, target)
     os.replace(tmp, target)
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None,
+                newline: str | None = None) -> Iterator[IO[Any]]:
     """``open(path, mode)`` whose content replaces ``path`` only if the block completes."""
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
-    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as handle:
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding, newline=newline) as handle:
         yield handle
         handle.flush()
 
@@ -167,6 +183,28 @@ def write_with(path: str | Path, writer: Callable[[IO[bytes]], Any]) -> Path:
     buffer = io.BytesIO()
     writer(buffer)
     return write_bytes(path, buffer.getvalue())
+
+
+def save_image(image: Any, path: str | Path, **kwargs: Any) -> Path:
+    """``PIL.Image.save`` atomically; the format comes from ``path``'s suffix as PIL would choose it."""
+    from PIL import Image
+
+    target = Path(path)
+    fmt = kwargs.pop("format", None) or Image.registered_extensions().get(target.suffix.lower())
+    if fmt is None:
+        raise WriteError(target, f"unknown image suffix '{target.suffix}' (use .png, .jpg, .tif, ...)")
+    with atomic_path(target) as tmp:
+        image.save(tmp, format=fmt, **kwargs)
+    return target
+
+
+def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """``matplotlib Figure.savefig`` atomically (format from the suffix)."""
+    target = Path(path)
+    kwargs.setdefault("format", target.suffix.lstrip(".") or "png")
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return target
 
 
 def append_text(path: str | Path, text: str) -> Path:

@@ -9,18 +9,24 @@ tool uses the same functions, so the W&B names and the report's rows always agre
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import netrc
 import os
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from featlab.files import atomic_open, atomic_path, ensure_dir, write_text
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +201,82 @@ def _clean_tags(tags: Sequence[str]) -> list[str]:
     return list(seen)[:MAX_TAGS]
 
 
+WANDB_ID_FILE = "wandb_run_id"  # in the run dir: a resumed run logs to the same W&B run
+
+
+class AppendingCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it keeps what earlier attempts of the run wrote.
+
+    Lightning's deletes ``metrics.csv`` when the folder is not empty, so a resumed run lost its
+    history; this one reads the rows back, drops those a resume will log again
+    (:meth:`drop_after`), and rewrites the whole file atomically on each save.
+    """
+
+    def __init__(self, log_dir: str) -> None:  # not super().__init__: that deletes metrics.csv
+        self.hparams: dict[str, Any] = {}
+        self.metrics: list[dict[str, Any]] = []
+        self.metrics_keys: list[str] = []
+        self.log_dir = log_dir
+        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+        ensure_dir(log_dir)
+        self.rows: list[dict[str, Any]] = []
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                self.metrics_keys = sorted(reader.fieldnames or [])
+                self.rows = [row for row in reader if None not in row]  # a torn last line is dropped
+
+    def drop_after(self, step: int) -> None:
+        """Forget rows logged after ``step``: the resumed run logs those steps again."""
+        def row_step(row: Mapping[str, Any]) -> float:
+            try:
+                return float(row.get("step") or 0)
+            except ValueError:
+                return 0.0
+        self.rows = [row for row in self.rows if row_step(row) <= step]
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+        self.hparams.update(params)
+        with atomic_path(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)) as tmp:
+            save_hparams_to_yaml(tmp, self.hparams)
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        self._record_new_keys()
+        self.rows.extend(self.metrics)
+        self.metrics = []
+        with atomic_open(self.metrics_file_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose history survives resumes (see :class:`AppendingCSVWriter`)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> AppendingCSVWriter:
+        if self._experiment is None:
+            self._experiment = AppendingCSVWriter(self.log_dir)
+        return self._experiment
+
+
+def wandb_run_id(run_dir: str | Path) -> str:
+    """The W&B run id of this run dir: made once, read back by every resume of the run."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file():
+        existing = path.read_text().strip()
+        if re.fullmatch(r"[a-z0-9]{8,64}", existing):
+            return existing
+    run_id = secrets.token_hex(8)
+    write_text(path, run_id + "\n")
+    return run_id
+
+
 def build_loggers(
     run_dir: str | Path,
     csv: bool = True,
@@ -214,7 +296,7 @@ def build_loggers(
     run_dir = Path(run_dir)
     loggers: list[Logger] = []
     if csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        loggers.append(AppendingCSVLogger(save_dir=str(run_dir), name="csv", version=""))
     if wandb and wandb.get("enabled", True):
         if sweep == "auto":
             sweep = hydra_sweep_identity(group or "default")
@@ -238,6 +320,9 @@ def build_loggers(
             mode=mode,
             config=config,
             settings=_wandb_settings(),
+            # one W&B run per run dir: a resumed run continues it (offline runs keep the id for sync)
+            id=wandb_run_id(run_dir),
+            resume="allow" if mode == "online" else None,  # offline + resume writes an empty record
         )
         logger.featlab_mode = mode  # type: ignore[attr-defined]
         loggers.append(logger)

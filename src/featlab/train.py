@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, read_write
 
+from featlab.callbacks.faults import ENV as FAULT_ENV
+from featlab.callbacks.faults import FaultInjector
 from featlab.callbacks.images import ImageGridLogger
 from featlab.callbacks.progress import ProgressLog
 from featlab.callbacks.results import ResultsWriter
@@ -32,11 +34,14 @@ from featlab.callbacks.resume import CheckpointOnSignal, RNGState
 from featlab.checkpoints import SafeCheckpointIO
 from featlab.cli import exit_on_user_error
 from featlab.config import check_config_choices, config_source, to_plain, user_config_dirs
+from featlab.data.images import ALL_REPORTS, DEFAULT_MAX_PIXELS, set_max_pixels
 from featlab.errors import ConfigError, user_error_in
+from featlab.files import ensure_dir
 from featlab.interface import Compilable
-from featlab.loggers import build_loggers, finish_wandb, flatten
+from featlab.loggers import AppendingCSVLogger, build_loggers, finish_wandb, flatten
 from featlab.overrides import identifies_run
 from featlab.runlog import record, run_log
+from featlab.runs import RunLock, check_state_fits, resolve_resume
 
 log = logging.getLogger("featlab")
 SIGTERM_EXIT_CODE = 143
@@ -63,25 +68,6 @@ def hydra_context() -> tuple[Path | None, list[str], bool]:
     return Path(hc.runtime.output_dir), list(hc.overrides.task), hc.mode == RunMode.MULTIRUN
 
 
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path, output_root: Path, study: str) -> str | None:
-    """``last`` means this run dir's last.ckpt or else the newest last.ckpt of the same study."""
-    if not ckpt_path:
-        return None
-    if ckpt_path != "last":
-        if not Path(ckpt_path).exists():
-            raise ConfigError("ckpt_path", f"checkpoint '{ckpt_path}' does not exist")
-        return str(ckpt_path)
-    own = run_dir / "checkpoints" / "last.ckpt"
-    if own.exists():
-        return str(own)
-    candidates = sorted((output_root / study).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ConfigError("ckpt_path", f"ckpt_path=last found no last.ckpt under '{output_root / study}'; "
-                                       "give the checkpoint's path instead")
-    log.info("resuming from %s", candidates[-1])
-    return str(candidates[-1])
-
-
 def build_callbacks(cfg: DictConfig, run_dir: Path, writer: ResultsWriter) -> list[L.Callback]:
     """The configured callbacks (null entries skipped) plus the ones every run needs."""
     callbacks: list[L.Callback] = []
@@ -93,6 +79,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, writer: ResultsWriter) -> li
             callback.dirpath = str(run_dir / "checkpoints")
         callbacks.append(callback)
     callbacks += [writer, ImageGridLogger(run_dir), RNGState(), CheckpointOnSignal(run_dir)]
+    if os.environ.get(FAULT_ENV):  # test-only: kill this process at a chosen point
+        callbacks.append(FaultInjector(os.environ[FAULT_ENV]))
     return callbacks
 
 
@@ -121,41 +109,68 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
     overrides = list(overrides if overrides is not None else hydra_overrides)
     study = str(cfg.get("study") or "default")
     name = run_name_from(cfg, overrides)
-    run_dir = Path(run_dir or hydra_dir or Path(cfg.paths.output_root) / study / name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Rank 0 keeps the run's train.log; other DDP ranks would interleave their lines into it.
-    with run_log(run_dir) if rank_zero_only.rank == 0 else nullcontext():
-        return train_in(cfg, run_dir, overrides, study, name)
+    run_dir = ensure_dir(Path(run_dir or hydra_dir or Path(cfg.paths.output_root) / study / name))
+    locks = [RunLock(run_dir).acquire()]  # before anything is written into the dir
+    try:
+        with ExitStack() as logs:
+            # Rank 0 keeps the run's train.log; other DDP ranks would interleave their lines into it.
+            if rank_zero_only.rank == 0:
+                logs.enter_context(run_log(run_dir))
+            return train_in(cfg, run_dir, overrides, study, name, locks, logs)
+    finally:
+        for lock in locks:
+            lock.release()
 
 
-def train_in(cfg: DictConfig, run_dir: Path, overrides: list[str], study: str, name: str) -> dict[str, Any]:
-    """The body of ``run`` once the run directory (and its train.log) exists."""
+def train_in(cfg: DictConfig, run_dir: Path, overrides: list[str], study: str, name: str,
+             locks: list[RunLock], logs: ExitStack) -> dict[str, Any]:
+    """The body of ``run`` once the run directory is locked (and its train.log open)."""
     plain = {k: v for k, v in to_plain(cfg).items() if k != "hydra"}
     plain["overrides"] = overrides
 
+    ALL_REPORTS.clear()  # skipped-file reports of this run only
+    set_max_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_PIXELS))
     writer = ResultsWriter(run_dir, plain)
     trainer: L.Trainer | None = None
     task: L.LightningModule | None = None
     loggers: list = []
     try:
+        max_epochs, max_steps = trainer_length(cfg)
+        resume = resolve_resume(cfg.get("ckpt_path"), run_dir, Path(cfg.paths.output_root), study, plain,
+                                max_epochs, max_steps)
+        if resume is None:
+            refuse_to_overwrite(run_dir)
+        elif resume.run_dir.resolve() != run_dir.resolve():
+            log.info("continuing run dir %s (this launch's dir %s stays empty)", resume.run_dir, run_dir)
+            locks.append(RunLock(resume.run_dir).acquire())
+            run_dir = resume.run_dir
+            writer.path = run_dir / writer.path.name
+            if rank_zero_only.rank == 0:
+                logs.close()
+                logs.enter_context(run_log(run_dir))
+        if resume is not None:
+            log.info("resuming run dir %s from %s (step %s)", run_dir, resume.path, resume.checkpoint.get("global_step"))
+            writer.resumed_from = str(resume.path)
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         torch.set_float32_matmul_precision("high")
         datamodule = instantiate(cfg.data)
         task = build_task(cfg, plain)
+        if resume is not None:
+            check_state_fits(resume.checkpoint, task.state_dict(), resume.path, task.frozen_state_prefixes())
         callbacks = build_callbacks(cfg, run_dir, writer)
         loggers = build_loggers(
             run_dir, run_name=name, group=study, tags=[study, *study_overrides(overrides)],
             flat_config=flatten({k: v for k, v in plain.items() if k != "overrides"}),
             **to_plain(cfg.logger),
         )
+        keep_history(loggers, resume.checkpoint.get("global_step", 0) if resume is not None else -1)
         if any(isinstance(cb, ProgressLog) and cb.to_console for cb in callbacks):
             bar = {"enable_progress_bar": False}  # plain lines instead: the output is not a terminal
         else:
             bar = {}
         trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir), **bar)
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir, Path(cfg.paths.output_root), study)
         # Checkpoints are read through SafeCheckpointIO: weights-only on every Lightning version.
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume.path) if resume is not None else None)
         if cfg.get("test_after_fit", True) and not trainer.interrupted:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(task, datamodule=datamodule, ckpt_path=best or None)
@@ -181,6 +196,36 @@ def train_in(cfg: DictConfig, run_dir: Path, overrides: list[str], study: str, n
         log.info("W&B ran offline; upload with: %s", sync)
         results["wandb_sync"] = sync
     return results
+
+
+def trainer_length(cfg: DictConfig) -> tuple[int | None, int | None]:
+    """``(max_epochs, max_steps)`` as numbers, or one line naming the key that is not one."""
+    out = []
+    for key in ("max_epochs", "max_steps"):
+        value = cfg.trainer.get(key)
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            out.append(int(value))
+        except (TypeError, ValueError):
+            raise ConfigError(f"trainer.{key}", f"must be a whole number, got {value!r}") from None
+    return out[0], out[1]
+
+
+def refuse_to_overwrite(run_dir: Path) -> None:
+    """A fresh start never overwrites an earlier run's checkpoints in the same dir."""
+    existing = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    if existing:
+        raise ConfigError("ckpt_path", f"run dir '{run_dir}' already holds checkpoints ({existing[0].name}, ...) "
+                                       "of an earlier run: continue it with ckpt_path=last, or choose another dir")
+
+
+def keep_history(loggers: list, resumed_step: int) -> None:
+    """CSV history: a resumed run keeps the rows up to its checkpoint; a fresh one starts empty."""
+    for logger in loggers:
+        if isinstance(logger, AppendingCSVLogger):
+            logger.experiment.drop_after(resumed_step)
 
 
 # Environment Lightning's subprocess launcher sets in the launching process (rank 0).

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from featlab.files import save_figure, save_image
+
 
 def grid_from_columns(columns: Mapping[str, torch.Tensor], max_rows: int = 4, size: int | None = None) -> torch.Tensor:
     """Lay out ``{column: (B,3,H,W)}`` as rows of samples, columns side by side, at one size.
@@ -31,9 +33,8 @@ def grid_from_columns(columns: Mapping[str, torch.Tensor], max_rows: int = 4, si
 
 def save_png(image: torch.Tensor, path: Path) -> Path:
     """Write a (3,H,W) float image in [0,1] as an 8-bit PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(array).save(path)
+    save_image(Image.fromarray(array), path)
     return path
 
 
@@ -67,6 +68,5 @@ def save_titled_grid(columns: Mapping[str, torch.Tensor], title: str, path: Path
                 ax.set_title(column, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     return path

@@ -69,7 +69,9 @@ def extract_features(
     rank, world = _world()
     total = len(dataset)  # type: ignore[arg-type]
     shard = list(range(rank, total, world))
-    loader = DataLoader(Subset(dataset, shard), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # a private generator: iter() would otherwise draw from the global RNG that resumes restore
+    loader = DataLoader(Subset(dataset, shard), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))
     feats, labels = [], []
     for batch in loader:
         images, targets = batch[0], batch[1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import subprocess
 import time
@@ -14,7 +14,11 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from featlab.callbacks.throughput import ThroughputMonitor
+from featlab.data.images import skipped_files
+from featlab.files import WriteError, disk_usage, write_json
 from featlab.interface import HasExtraResults
+
+log = logging.getLogger(__name__)
 
 
 def git_commit() -> str | None:
@@ -51,6 +55,7 @@ class ResultsWriter(L.Callback):
         self.metrics: dict[str, Any] = {}
         self.status = "running"
         self.error: str | None = None
+        self.resumed_from: str | None = None  # the checkpoint this attempt of the run started from
         self.started = time.time()
 
     def _collect(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -95,10 +100,18 @@ class ResultsWriter(L.Callback):
             "epochs": trainer.current_epoch if trainer is not None else None,
             "global_step": trainer.global_step if trainer is not None else None,
             "wall_time_s": round(time.time() - self.started, 3),
+            "resumed_from": self.resumed_from,
+            "skipped_files": skipped_files(),
             "git_commit": git_commit(),
             "config": self.config,
         }
         if trainer is None or trainer.is_global_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(results, indent=2, default=str))
+            results["disk_use_bytes"] = disk_usage(self.path.parent)
+            try:
+                write_json(self.path, results)
+            except WriteError as err:
+                if self.status != "failed":
+                    raise
+                # the run is already failing (often for the same full disk): keep its own error
+                log.error("%s", err)
         return results

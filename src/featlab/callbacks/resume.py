@@ -8,18 +8,55 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from featlab.data.resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
 
 
+def _train_loaders(trainer: L.Trainer) -> list:
+    loaders = trainer.train_dataloader
+    if isinstance(loaders, Mapping):
+        return list(loaders.values())
+    return list(loaders) if isinstance(loaders, list | tuple) else [loaders]
+
+
 class RNGState(L.Callback):
-    """Saves and restores Python, NumPy, torch (and CUDA) random states with each checkpoint."""
+    """Saves and restores Python, NumPy, torch (and CUDA) random states with each checkpoint.
+
+    It also advances the position of resumable training loaders once a batch's step has finished
+    (counting fetches would be wrong: Lightning prefetches a batch ahead), so a checkpoint taken
+    mid-epoch records exactly the batches already trained on.
+    """
+
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # Lightning restores loader positions only if the loader is created after the restore; a
+        # scheduler sized by ``estimated_stepping_batches`` creates it before, so we do it ourselves.
+        fit_state = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}
+        self._loader_states = list(fit_state.get("combined_loader") or [])
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        states = getattr(self, "_loader_states", None)
+        self._loader_states = None
+        if not states:
+            return
+        resumable = [loader for loader in _train_loaders(trainer) if isinstance(loader, ResumableLoader)]
+        for loader, state in zip(resumable, states, strict=False):
+            loader.load_state_dict(state)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for loader in _train_loaders(trainer):
+            if isinstance(loader, ResumableLoader):
+                loader.note_batch_done()
 
     def state_dict(self) -> dict:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -40,12 +77,33 @@ class RNGState(L.Callback):
 
 
 class CheckpointOnSignal(L.Callback):
-    """On SIGTERM (pre-emption, ``scancel``, ``kill``) save ``last.ckpt`` before Lightning exits."""
+    """``last.ckpt`` is always the newest state: written on SIGTERM (pre-emption, ``scancel``,
+    ``kill``) before Lightning exits, and at the end of training (ModelCheckpoint writes it only after
+    validation, so a run ending on ``max_steps`` mid-epoch would otherwise leave an older one)."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / "checkpoints" / "last.ckpt"
+        self._deferred = False
+
+    # A SIGTERM during validation waits for the validation to end: Lightning would stop mid-way and
+    # the resumed run would never log (or checkpoint on) that epoch's validation.
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        connector = getattr(trainer, "_signal_connector", None)
+        if trainer.state.fn == "fit" and connector is not None and getattr(connector, "received_sigterm", False):
+            connector.received_sigterm = False
+            self._deferred = True
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._deferred:
+            self._deferred = False
+            trainer._signal_connector.received_sigterm = True  # Lightning stops at its next check
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        keeps_last = any(isinstance(cb, ModelCheckpoint) and cb.save_last for cb in trainer.callbacks)
+        if keeps_last and not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             log.warning("SIGTERM: saved %s; continue with ckpt_path=%s", self.path, self.path)

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from featlab.data.resumable import ResumableLoader
 from featlab.errors import require
 
 
@@ -57,12 +58,18 @@ class BaseDataModule(L.LightningDataModule):
     def make_loader(
         self, dataset: Dataset, train: bool, batch_size: int | None = None, collate_fn=None
     ) -> DataLoader:
-        """A DataLoader with the module's settings; training loaders shuffle and drop the last batch."""
+        """A DataLoader with the module's settings; training loaders shuffle and drop the last batch.
+
+        Every loader is a :class:`ResumableLoader`: an epoch's order and each sample's augmentation
+        depend only on the seed, the epoch and the position, so a resumed run (mid-epoch included)
+        trains on exactly the batches an uninterrupted one would.
+        """
         workers = self.num_workers
-        return DataLoader(
+        return ResumableLoader(
             dataset,
             batch_size=batch_size or (self.batch_size if train else self.eval_batch_size),
             shuffle=train,
+            seed=self.seed,
             drop_last=train and len(dataset) > (batch_size or self.batch_size),  # type: ignore[arg-type]
             num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),

@@ -22,7 +22,14 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from featlab.data.base import BaseDataModule, seeded_split
-from featlab.data.images import CorruptFileReport, list_class_folders, list_images, load_rgb
+from featlab.data.images import (
+    UNREADABLE,
+    CorruptFileReport,
+    list_class_folders,
+    list_images,
+    load_rgb,
+    reason,
+)
 from featlab.data.multicrop import MultiCrop, to_uint8
 from featlab.data.synthetic_shapes import SHAPE_CLASSES, make_shapes
 from featlab.errors import require, unknown_name
@@ -57,8 +64,8 @@ class ImageSource:
         path = self.paths[index]  # type: ignore[index]
         try:
             return load_rgb(path)
-        except (OSError, ValueError, SyntaxError) as err:
-            self.report.add(path, type(err).__name__)
+        except UNREADABLE as err:
+            self.report.add(path, reason(err))
             return None
 
 

@@ -7,6 +7,7 @@ dropping files hides data problems; so every skip is counted and reported once p
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,84 @@ def list_class_folders(root: str | Path, key: str, min_classes: int = 1) -> dict
     return classes
 
 
+# Larger images are skipped like unreadable ones (a decompression bomb, or a file no SR pipeline
+# should decode whole). PIL's own default; ``data.max_image_pixels`` changes it for a run.
+DEFAULT_MAX_PIXELS = 89_478_485
+_limits = {"max_pixels": DEFAULT_MAX_PIXELS}
+# What a skip-and-count reader catches: undecodable, truncated, oversize, not an image at all.
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class OversizeImageError(ValueError):
+    """An image with more pixels than the configured limit (never decoded)."""
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """The pixel limit of :func:`load_rgb` for this process (None: no limit)."""
+    if limit is not None and int(limit) <= 0:
+        raise ConfigError("data.max_image_pixels", f"must be positive or null, got {limit}")
+    _limits["max_pixels"] = None if limit is None else int(limit)
+
+
+def _to_uint8(img: Image.Image) -> np.ndarray:
+    """RGB uint8 from any PIL mode; high-bit-depth greys are scaled to 0..255, never clipped."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(img).astype(np.float64)
+        if mode == "F":
+            peak = 1.0 if values.max(initial=0.0) <= 1.0 else 65535.0
+        elif mode == "I" and values.max(initial=0.0) > 65535:
+            peak = float(2**32 - 1)
+        else:
+            peak = 65535.0
+        grey = np.clip(np.rint(values / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image as an ``(H, W, 3)`` uint8 RGB array (grey and RGBA are converted)."""
-    with Image.open(path) as img:
-        img.load()
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    """Decode an image as an ``(H, W, 3)`` uint8 RGB array: the one reader of every DataModule, eval
+    and upscale.
+
+    Grey, palette and RGBA are converted; 16-bit PNG/TIFF are scaled (65535 -> 255), not clipped.
+    An image over the pixel limit raises :class:`OversizeImageError` before decoding; a truncated
+    file raises ``OSError``: callers skip and count both like any unreadable file (:data:`UNREADABLE`).
+    """
+    limit = _limits["max_pixels"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+                if limit is not None and width * height > limit:
+                    raise OversizeImageError(f"{width}x{height} pixels is over the limit of {limit} "
+                                             "(data.max_image_pixels)")
+                img.load()
+                return _to_uint8(img)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def reason(err: BaseException) -> str:
+    """A short why for a skipped file: the exception type and its first line."""
+    text = (str(err).splitlines() or [""])[0][:160]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+# Every report made in this process, so the run can list skipped files in results.json.
+ALL_REPORTS: list[CorruptFileReport] = []
+
+
+def skipped_files() -> dict[str, dict]:
+    """``{data set: {"count": n, "files": [...]}}`` of every report with skips (for results.json)."""
+    files: dict[str, list[str]] = {}
+    for report in ALL_REPORTS:
+        if report.skipped:
+            names = files.setdefault(report.name, [])
+            names += [str(p) for p in report.skipped if str(p) not in names]
+    return {name: {"count": len(names), "files": names} for name, names in files.items()}
 
 
 @dataclass
@@ -73,6 +147,9 @@ class CorruptFileReport:
     name: str
     skipped: list[Path] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        ALL_REPORTS.append(self)
+
     def add(self, path: Path, reason: str) -> None:
         self.skipped.append(path)
         log.warning("%s: skipping unreadable image '%s' (%s)", self.name, path, reason)
@@ -81,14 +158,29 @@ class CorruptFileReport:
         return f"{self.name}: {len(self.skipped)} unreadable file(s) skipped"
 
 
+def readable(paths: Iterable[Path], report: CorruptFileReport) -> list[Path]:
+    """The files that decode (checked once at setup), the others skipped and counted in ``report``:
+    for data sets decoded lazily by loader workers, where a bad file would otherwise kill training."""
+    good = []
+    for path in paths:
+        try:
+            load_rgb(path)
+            good.append(path)
+        except UNREADABLE as err:
+            report.add(path, reason(err))
+    if report.skipped:
+        log.warning(report.summary())
+    return good
+
+
 def load_all_rgb(paths: Iterable[Path], report: CorruptFileReport) -> list[tuple[Path, np.ndarray]]:
     """Decode every readable file once (SR data sets are small enough to keep in memory)."""
     images = []
     for path in paths:
         try:
             images.append((path, load_rgb(path)))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            report.add(path, type(err).__name__)
+        except UNREADABLE as err:
+            report.add(path, reason(err))
     if report.skipped:
         log.warning(report.summary())
     return images

@@ -41,7 +41,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from featlab.data.base import BaseDataModule, seeded_split
-from featlab.data.images import IMAGE_EXTENSIONS, list_images, load_rgb, resolve_folder
+from featlab.data.images import (
+    IMAGE_EXTENSIONS,
+    CorruptFileReport,
+    list_images,
+    load_rgb,
+    readable,
+    resolve_folder,
+)
 from featlab.data.render2d import render_scene
 from featlab.errors import ConfigError, require, unknown_name
 
@@ -126,8 +133,14 @@ class SceneFolder(Dataset):
 
 
 def scene_pairs(folder: Path, images_dir: str, masks_dir: str, require_masks: bool) -> list[tuple[Path, Path | None]]:
-    """(image, mask) paths of ``folder``; a missing mask folder or file is an error when masks are required."""
-    images = list_images(folder / images_dir, "data.root", recursive=False)
+    """(image, mask) paths of ``folder``; a missing mask folder or file is an error when masks are required.
+
+    Unreadable images (truncated, oversize, not images) are skipped and counted here, at setup,
+    rather than killing a loader worker in the middle of training.
+    """
+    images = readable(list_images(folder / images_dir, "data.root", recursive=False),
+                      CorruptFileReport(f"data.root ({folder / images_dir})"))
+    require(bool(images), "data.root", f"no readable image in '{folder / images_dir}'")
     mask_root = folder / masks_dir
     if not mask_root.is_dir():
         if require_masks:

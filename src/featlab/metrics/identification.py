@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from featlab.files import atomic_open, save_figure
+
 UNKNOWN = -1
 UNKNOWN_NAME = "unknown"
 CSV_COLUMNS = ("true_id", "predicted_id", "similarity", "correct")
@@ -159,8 +161,7 @@ def plot_sweep(sweeps: Mapping[str, Sequence[Mapping[str, float]]], path: str | 
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -175,8 +176,7 @@ def write_predictions_csv(path: str | Path, result: Identification, names: Seque
         return names[label] if names is not None else str(label)
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for true, pred, sim in zip(result.true.tolist(), result.predicted.tolist(), result.similarity.tolist()):

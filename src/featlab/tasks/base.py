@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from featlab.backbones.extractor import FeatureExtractor
 from featlab.callbacks.throughput import batch_size_of
 from featlab.checkpoints import make_loadable
 from featlab.config import to_plain
@@ -156,11 +157,35 @@ class FeatlabTask(L.LightningModule):
         log.warning("compile=true: %s compiles nothing (no compile_networks of its own)", type(self).__name__)
 
     # -- checkpoints --------------------------------------------------------------------------
+    def frozen_state_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of frozen backbones (perceptual/identity loss nets, slot encoders).
+
+        Their weights come from the config (the hub cache or a named file) and never change, so
+        checkpoints leave them out; the config rebuilds them. Learned statistics beside them (feature
+        standardizers) and EMA teachers are not frozen extractors and stay in the checkpoint.
+        """
+        return tuple(f"{name}.model." for name, module in self.named_modules()
+                     if isinstance(module, FeatureExtractor) and module.frozen)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints hold plain data only, so they load with ``torch.load(weights_only=True)``."""
+        """Checkpoints hold plain data only, so they load with ``torch.load(weights_only=True)``,
+        and no frozen backbone weights (rebuilt from the config on load)."""
         make_loadable(checkpoint)
+        frozen = self.frozen_state_prefixes()
+        if frozen and "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
+            checkpoint["featlab_rebuilt_from_config"] = list(frozen)
         if self.run_config is not None:
             checkpoint["featlab_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Frozen backbones left out of the file keep the weights this task was built with."""
+        frozen = self.frozen_state_prefixes()
+        state = checkpoint.get("state_dict")
+        if frozen and isinstance(state, dict):
+            for key, value in self.state_dict().items():
+                if key.startswith(frozen) and key not in state:
+                    state[key] = value
 
     # -- benchmarking -------------------------------------------------------------------------
     def synthetic_batch(self, batch_size: int, device: torch.device, **kwargs: Any) -> Any:

@@ -27,6 +27,7 @@ from torch import nn
 from featlab.backbones.edgeface import EdgeFaceEmbedder
 from featlab.config import to_plain
 from featlab.errors import require
+from featlab.files import write_text
 from featlab.losses.identity import IdentityLoss
 from featlab.metrics.identification import (
     Identification,
@@ -227,7 +228,7 @@ class FaceDSRTask(RestorationTask):
         if not self.trainer.is_global_zero:
             return
         run_dir = Path(self.trainer.default_root_dir)
-        (run_dir / "identification_sweep.md").write_text(table + "\n")
+        write_text(run_dir / "identification_sweep.md", table + "\n")
         if settings.plot:
             plot_sweep(sweeps, run_dir / "identification_sweep.png", settings.threshold)
         dump = settings.dump_results

@@ -38,6 +38,7 @@ from featlab.backbones import create
 from featlab.backbones.featnorm import FeatureNormalizer
 from featlab.config import to_plain
 from featlab.errors import ConfigError, require
+from featlab.files import save_figure
 from featlab.metrics.segmentation import SlotSegmentationMetrics, masks_to_ids
 from featlab.nets.decoders import MLPBroadcastDecoder
 from featlab.nets.slot_attention import SlotAttention
@@ -333,5 +334,4 @@ class SlotAttentionTask(FeatlabTask):
         fig.suptitle(f"{self.backbone_name}, feature_norm={self.normalizer.mode}", fontsize=9)
         fig.tight_layout()
         path = self.run_dir() / "slots" / "history.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from featlab.cli import exit_on_user_error, wants_help
 from featlab.config import compose, config_dir
 from featlab.errors import ConfigError, unknown_name
+from featlab.files import write_text
 from featlab.interface import CountsImages
 from featlab.optim import build_optimizer
 
@@ -148,8 +149,7 @@ def run_bench(overrides: list[str]) -> list[BenchResult]:
     print(table)
     if bench.get("out"):
         out = Path(str(bench.out))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"device": device_name, "overrides": overrides,
+        write_text(out, json.dumps({"device": device_name, "overrides": overrides,
                                    "results": [asdict(r) for r in results], "table": table}, indent=2))
     return results
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from featlab.cli import run_cli
 from featlab.errors import require
+from featlab.files import atomic_path
 from featlab.tools.checkpoint import load_net_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -59,23 +60,22 @@ def export_onnx(net: nn.Module, path: str | Path, opset: int = 18, exporter: str
     """Write ``net`` (eval mode, fp32, CPU) to ``path`` with dynamic batch/height/width axes."""
     require(exporter in EXPORTERS, "exporter", f"must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     net = net.float().cpu().eval()
     x = example_input(net)
     names = {"input_names": ["lr"], "output_names": ["sr"], "opset_version": opset}
-    with torch.no_grad():
+    with torch.no_grad(), atomic_path(path) as tmp:
         if exporter == "dynamo":
             auto = torch.export.Dim.AUTO
             program = torch.onnx.export(
                 net, (x,), dynamo=True, dynamic_shapes=({0: auto, 2: auto, 3: auto},), **names
             )
-            program.save(path, external_data=False)
+            program.save(tmp, external_data=False)
         else:
             axes = {
                 "lr": {0: "batch", 2: "height", 3: "width"},
                 "sr": {0: "batch", 2: "out_height", 3: "out_width"},
             }
-            torch.onnx.export(net, (x,), str(path), dynamo=False, dynamic_axes=axes, **names)
+            torch.onnx.export(net, (x,), str(tmp), dynamo=False, dynamic_axes=axes, **names)
     return path
 
 

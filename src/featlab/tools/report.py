@@ -30,6 +30,8 @@ from typing import Any
 
 from featlab.cli import exit_on_user_error
 from featlab.errors import ConfigError
+from featlab.files import save_figure as write_figure
+from featlab.files import write_text
 from featlab.loggers import MULTIRUN_FILE, override_items, override_key, read_launch, short_names, swept_keys
 
 RESULTS_FILE = "results.json"
@@ -295,8 +297,7 @@ def _pyplot():
 def save_figure(fig, path: Path) -> Path:
     """PNG without the Software/date metadata matplotlib adds, so reruns give identical bytes."""
     plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    write_figure(fig, path, dpi=100, metadata={"Software": None})
     plt.close(fig)
     return path
 
@@ -482,9 +483,8 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None, met
         f"{metric} per swept value": plot_metric(runs, keys, metric, Path(f"{stem}_{slug}.png")),
         "Training curves": plot_curves(runs, keys, metric, Path(f"{stem}_curves.png")),
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     markdown = render(runs, launches, keys, metric, mode, plots, out_path, [str(p) for p in paths], columns)
-    out_path.write_text(markdown)
+    write_text(out_path, markdown)
     return out_path
 
 

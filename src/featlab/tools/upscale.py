@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from featlab.cli import run_cli
-from featlab.data.images import IMAGE_EXTENSIONS, list_images, load_rgb
+from featlab.data.images import IMAGE_EXTENSIONS, UNREADABLE, list_images, load_rgb, reason
 from featlab.errors import ConfigError, require
 from featlab.files import write_with
 from featlab.tools.checkpoint import load_net_from_checkpoint, resolve_checkpoint
@@ -108,6 +108,8 @@ def upscale(args: UpscaleArgs) -> list[Path]:
     resolve_checkpoint(args.ckpt_path)
     root, files = input_images(Path(args.input).expanduser())
     out_dir = Path(args.output).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError("output", f"'{out_dir}' is a file; output must be a folder (it is created if missing)")
     if Path(args.input).expanduser().is_dir() and out_dir.resolve() == root.resolve():
         raise ConfigError("output", f"'{out_dir}' is the input folder; choose another output folder")
     plan = plan_outputs(root, files, out_dir)  # before the (slow) model load: bad plans fail fast
@@ -115,12 +117,14 @@ def upscale(args: UpscaleArgs) -> list[Path]:
     net, hparams = load_net_from_checkpoint(args.ckpt_path, map_location="cpu")
     net = net.to(device)
     scale = int(getattr(net, "scale", None) or hparams["scale"])  # the net's own scale is the truth
-    written = []
+    written: list[Path] = []
+    skipped: list[Path] = []
     for index, (file, target) in enumerate(plan.items(), 1):
         try:
             rgb = load_rgb(file)
-        except (OSError, UnidentifiedImageError, ConfigError) as err:
-            print(f"[{index}/{len(plan)}] skipping unreadable image {file} ({err})")
+        except (*UNREADABLE, ConfigError) as err:  # truncated, oversize (a decompression bomb), not an image
+            print(f"[{index}/{len(plan)}] skipping unreadable image {file} ({reason(err)})")
+            skipped.append(file)
             continue
         start = time.perf_counter()
         sr = tiled_forward(net, to_tensor(rgb), scale, args.tile, args.overlap, args.batch_tiles, args.blend)
@@ -130,6 +134,8 @@ def upscale(args: UpscaleArgs) -> list[Path]:
         seconds = time.perf_counter() - start
         print(f"[{index}/{len(plan)}] {file} -> {target} (x{scale}, {rgb.shape[1]}x{rgb.shape[0]} px, {seconds:.1f} s)",
               flush=True)
+    if skipped:
+        print(f"{len(skipped)} unreadable image(s) skipped, {len(written)} written")
     return written
 
 
