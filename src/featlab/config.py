@@ -3,9 +3,11 @@ containers for hyper-parameters, and instantiating ``_target_`` configs with rea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +56,16 @@ def short_dirname(text: str, limit: int = 120) -> str:
 
 OmegaConf.register_new_resolver("short_dirname", short_dirname, replace=True)
 OmegaConf.register_new_resolver("non_identifying_keys", non_identifying_keys, replace=True)
+
+
+@functools.cache
+def process_suffix() -> str:
+    """Part of default run-dir names that two processes never share (pid + random bits), fixed for
+    the process so every resolution of ``hydra.run.dir`` agrees."""
+    return f"{os.getpid():x}{secrets.token_hex(3)}"
+
+
+OmegaConf.register_new_resolver("process_suffix", process_suffix, replace=True)
 
 
 CONFIG_PACKAGE = "featlab.conf"

@@ -23,8 +23,11 @@ from featlab.callbacks.results import ResultsWriter
 from featlab.checkpoints import SafeCheckpointIO
 from featlab.checkpoints import load_checkpoint as read_checkpoint
 from featlab.cli import exit_on_user_error, key_help, wants_help
-from featlab.config import compose, to_plain
+from featlab.config import compose, process_suffix, to_plain
+from featlab.data.build import build_datamodule
+from featlab.data.images import DEFAULT_MAX_PIXELS, set_max_pixels
 from featlab.errors import ConfigError
+from featlab.files import ensure_dir
 from featlab.nets.own_checkpoint import is_featlab_checkpoint
 from featlab.nets.published import from_contents
 from featlab.overrides import merge_overrides, split_overrides
@@ -73,13 +76,19 @@ def evaluate(ckpt_path: str, overrides: list[str], output: str | None = None) ->
         overrides = published_net_overrides(published, overrides)
     stored = list((checkpoint.get("featlab_config") or {}).get("overrides") or [])
     cfg = compose(merge_overrides(stored, [*overrides, "logger=csv"]))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{process_suffix()}"
     beside = Path(ckpt_path).resolve().parent  # a published file: next to it; a run's: in the run
     default_dir = beside / f"eval-{Path(ckpt_path).stem}-{stamp}" if published else beside.parent / f"eval-{stamp}"
     out_dir = Path(output) if output else default_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError("output", f"'{out_dir}' is a file; output must be a folder (it is created if missing)")
+    try:
+        ensure_dir(out_dir)
+    except ConfigError as err:
+        raise ConfigError("output", str(err)) from None
+    set_max_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_PIXELS))
     L.seed_everything(int(cfg.seed), verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     task = instantiate(cfg.task, _recursive_=False)
     if published is not None:
         task.net = published  # the task's own net config only shaped the (unused) default

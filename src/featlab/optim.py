@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from featlab.errors import require, unknown_name
+from featlab.errors import ConfigError, require, unknown_name
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
@@ -50,6 +50,14 @@ def decay_groups(named_params: Iterable[tuple[str, nn.Parameter]], weight_decay:
     return [g for g in groups if g["params"]]
 
 
+def _number(value, key: str) -> float:
+    """``value`` as a float, or one line naming ``key`` (``task.optim.lr=abc`` arrives as a string)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"must be a number, got {value!r}") from None
+
+
 def build_optimizer(
     module: nn.Module | Iterable[tuple[str, nn.Parameter]],
     name: str = "adamw",
@@ -60,6 +68,8 @@ def build_optimizer(
     fused: bool | None = None,
 ) -> torch.optim.Optimizer:
     """Build an optimiser over the trainable parameters, fused on CUDA unless ``fused=False``."""
+    lr, weight_decay, momentum = (_number(v, f"task.optim.{k}") for k, v in
+                                  (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum)))
     require(lr > 0, "task.optim.lr", f"must be positive, got {lr}")
     named = module.named_parameters() if isinstance(module, nn.Module) else module
     groups = decay_groups(named, weight_decay)

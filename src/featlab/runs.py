@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,11 +29,6 @@ LAST = "last.ckpt"
 NOT_IDENTITY = ("hydra", "paths", "trainer", "logger", "ckpt_path", "callbacks", "overrides", "run_name",
                 "test_after_fit", "compile", "study")
 NOT_IDENTITY_KEYS = ("data.num_workers", "data.pin_memory", "data.persistent_workers")
-
-
-def unique_suffix() -> str:
-    """Part of a default run-dir name that two processes never share (pid + random bits)."""
-    return f"{os.getpid():x}{secrets.token_hex(3)}"
 
 
 # -- the lock ---------------------------------------------------------------------------------------

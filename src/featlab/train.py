@@ -34,6 +34,7 @@ from featlab.callbacks.resume import CheckpointOnSignal, RNGState
 from featlab.checkpoints import SafeCheckpointIO
 from featlab.cli import exit_on_user_error
 from featlab.config import check_config_choices, config_source, to_plain, user_config_dirs
+from featlab.data.build import build_datamodule
 from featlab.data.images import ALL_REPORTS, DEFAULT_MAX_PIXELS, set_max_pixels
 from featlab.errors import ConfigError, user_error_in
 from featlab.files import ensure_dir
@@ -153,7 +154,7 @@ def train_in(cfg: DictConfig, run_dir: Path, overrides: list[str], study: str, n
             writer.resumed_from = str(resume.path)
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         torch.set_float32_matmul_precision("high")
-        datamodule = instantiate(cfg.data)
+        datamodule = build_datamodule(cfg.data)
         task = build_task(cfg, plain)
         if resume is not None:
             check_state_fits(resume.checkpoint, task.state_dict(), resume.path, task.frozen_state_prefixes())

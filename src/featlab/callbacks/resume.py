@@ -76,6 +76,21 @@ class RNGState(L.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class _HeldSigterm:
+    """Mixed into Lightning's signal connector: ``received_sigterm`` reads False while ``_hold``."""
+
+    _flag = False
+    _hold = False
+
+    @property
+    def received_sigterm(self) -> bool:
+        return self._flag and not self._hold
+
+    @received_sigterm.setter
+    def received_sigterm(self, value: bool) -> None:
+        self._flag = value
+
+
 class CheckpointOnSignal(L.Callback):
     """``last.ckpt`` is always the newest state: written on SIGTERM (pre-emption, ``scancel``,
     ``kill``) before Lightning exits, and at the end of training (ModelCheckpoint writes it only after
@@ -83,20 +98,24 @@ class CheckpointOnSignal(L.Callback):
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / "checkpoints" / "last.ckpt"
-        self._deferred = False
 
     # A SIGTERM during validation waits for the validation to end: Lightning would stop mid-way and
-    # the resumed run would never log (or checkpoint on) that epoch's validation.
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    # the resumed run would never log (or checkpoint on) that epoch's validation. Lightning's signal
+    # handler sets ``received_sigterm`` at any moment, so the flag is held back while validating.
+    def on_fit_start(self, trainer, pl_module) -> None:
         connector = getattr(trainer, "_signal_connector", None)
-        if trainer.state.fn == "fit" and connector is not None and getattr(connector, "received_sigterm", False):
-            connector.received_sigterm = False
-            self._deferred = True
+        if connector is not None and not isinstance(connector, _HeldSigterm) and "received_sigterm" in vars(connector):
+            flag = vars(connector).pop("received_sigterm")
+            connector.__class__ = type("HeldSigterm", (_HeldSigterm, type(connector)), {})
+            connector._flag, connector._hold = flag, False
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if isinstance(getattr(trainer, "_signal_connector", None), _HeldSigterm) and not trainer.sanity_checking:
+            trainer._signal_connector._hold = True
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if self._deferred:
-            self._deferred = False
-            trainer._signal_connector.received_sigterm = True  # Lightning stops at its next check
+        if isinstance(getattr(trainer, "_signal_connector", None), _HeldSigterm):
+            trainer._signal_connector._hold = False  # a held SIGTERM now stops training at the next check
 
     def on_train_end(self, trainer, pl_module) -> None:
         keeps_last = any(isinstance(cb, ModelCheckpoint) and cb.save_last for cb in trainer.callbacks)

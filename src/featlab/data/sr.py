@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 NamedImage = tuple[str, np.ndarray]
 EMBEDDED_BENCHMARK = "samples"
+# A benchmark image must leave SSIM's 11x11 window (featlab.metrics.sr) after the scale-pixel border
+# shaved on each side; smaller ones would crash the first validation, after a whole epoch.
+SSIM_WINDOW = 11
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -233,8 +236,17 @@ class SRDataModule(DegradingDataModule):
             benchmarks = {name: self._decode(folder) for name, folder in folders.items()}
         else:
             benchmarks = {EMBEDDED_BENCHMARK: list(sample_photos("val").items())}
-        return {name: SRBenchmarkDataset(images, self.degradation, self.val_max_size, self.seed)
+        sets = {name: SRBenchmarkDataset(images, self.degradation, self.val_max_size, self.seed)
                 for name, images in benchmarks.items()}
+        need = SSIM_WINDOW + 2 * self.scale
+        for name, dataset in sets.items():
+            for image_name, image in dataset.images:
+                if min(image.shape[:2]) < need:
+                    key = folders[name].key if name in folders else "data.val_dirs"
+                    raise ConfigError(key, f"benchmark image '{image_name}' is {image.shape[1]}x{image.shape[0]} "
+                                           f"(after cropping); PSNR/SSIM at x{self.scale} need at least {need} "
+                                           "pixels per side: remove it or raise data.val_max_size")
+        return sets
 
     def _large_enough(self, images: list[NamedImage]) -> list[NamedImage]:
         """Drop images smaller than the crop (reported once); none left is an error naming hr_crop."""

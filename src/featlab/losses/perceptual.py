@@ -95,6 +95,9 @@ class PerceptualLoss(nn.Module):
             raise unknown_name(f"{config_key}.distance", distance, DISTANCES, "distance")
         if normalize not in NORMALIZATIONS:
             raise unknown_name(f"{config_key}.normalize", normalize, NORMALIZATIONS, "normalisation")
+        if not layers:
+            raise ConfigError(f"{config_key}.layers", "is empty; name at least one layer (e.g. [last]), or set "
+                                                      f"{config_key}=null to train without a perceptual loss")
         if len(set(layers)) != len(layers):
             raise ConfigError(f"{config_key}.layers", f"a layer is listed twice in {layers}")
         weights = [1.0] * len(layers) if layer_weights is None else [float(w) for w in layer_weights]
