@@ -18,7 +18,7 @@ from featlab.data.build import build_datamodule
 from featlab.data.images import DEFAULT_MAX_PIXELS, OversizeImageError, load_rgb, set_max_pixels
 from featlab.errors import ConfigError
 
-HOSTILE = ("bomb.png", "truncated.png", "truncated.jpg", "not_an_image.png")
+HOSTILE = ("bomb.png", "truncated.png", "truncated_jpeg.jpg", "not_an_image.png")
 
 
 def _png_with_size(path: Path, width: int, height: int) -> None:
@@ -50,7 +50,7 @@ def make_corpus(folder: Path, good: int = 3, size: int = 64) -> Path:
     (folder / "full.png").unlink()
     Image.fromarray(_photo(8, size)).save(folder / "full.jpg", quality=90)
     data = (folder / "full.jpg").read_bytes()
-    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "truncated_jpeg.jpg").write_bytes(data[: len(data) // 2])
     (folder / "full.jpg").unlink()
     (folder / "not_an_image.png").write_text("this is not a PNG")
     return folder
