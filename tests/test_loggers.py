@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -108,10 +109,26 @@ def test_offline_wandb_run_is_named_grouped_tagged_and_summarised_from_the_sweep
     assert command is not None and command.startswith("wandb sync /")
     offline_dir = Path(command.split(" ", 2)[2])
     assert offline_dir.is_dir() and offline_dir.parent == (run_dir / "wandb").resolve()
-    record = next(offline_dir.glob("*.wandb")).read_bytes()  # protobuf records: strings are stored verbatim
-    for text in (b"weight=0.5,hr_crop=96", b"sisr_loss_weight-20250101-120000", b"data.hr_crop=96",
-                 b"results.metrics.val/psnr", b"results.speed.images_per_s"):
+    expected = (b"weight=0.5,hr_crop=96", b"sisr_loss_weight-20250101-120000", b"data.hr_crop=96",
+                b"results.metrics.val/psnr", b"results.speed.images_per_s")
+    record = _wandb_record_once_flushed(offline_dir, expected)
+    for text in expected:
         assert text in record, text
+
+
+def _wandb_record_once_flushed(offline_dir: Path, expected, timeout_s: float = 120.0) -> bytes:
+    """The offline run file, read once W&B's separate writer process has flushed it (or at the timeout).
+
+    ``finish()`` returns when the run is handed over, not when wandb-core has written its buffers; on a
+    loaded machine the file can still hold just its header for a moment, so the test waits for it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = list(offline_dir.glob("*.wandb"))
+        record = files[0].read_bytes() if files else b""  # protobuf records: strings are stored verbatim
+        if all(text in record for text in expected) or time.monotonic() > deadline:
+            return record
+        time.sleep(0.5)
 
 
 def test_wandb_auto_mode_is_offline_without_credentials(tmp_path, monkeypatch):
