@@ -12,18 +12,26 @@ from typing import Any
 from torch import nn
 
 from featlab.backbones import effnet
+from featlab.backbones.dinov2 import register_dinov2
 from featlab.backbones.registry import register_backbone
 
 # --- ViTs (tapped identically: block outputs pre-norm, `last`/`cls` after the final norm) ---------
-register_backbone(
-    "dinov2_vits14",
-    "vit",
-    "vit_small_patch14_dinov2",
-    pretrained_tag="lvd142m",
-    model_kwargs={"img_size": 224},
-    input_size=224,
-    description="DINOv2 ViT-S/14 at 224 px (16x16 grid; pos-embed resampled from 518)",
-)
+# DINOv2 hub models (``torch.hub.load("facebookresearch/dinov2", name)``): built at their native 518 px grid,
+# position embeddings resampled per input as the official code does (see dinov2.py).
+for _size, _width in [("s", "small"), ("b", "base"), ("l", "large"), ("g", "giant")]:
+    for _registers in (False, True):
+        _name = f"dinov2_vit{_size}14{'_reg' if _registers else ''}"
+        _arch = f"vit_{_width}_patch14_{'reg4_' if _registers else ''}dinov2"
+        register_dinov2(
+            _name,
+            _arch,
+            registers=_registers,
+            pretrained_tag="lvd142m",
+            model_kwargs={"img_size": 518},
+            input_size=224,
+            description=f"DINOv2 ViT-{_size.upper()}/14{' with 4 registers' if _registers else ''} "
+                        "(hub file or timm weights; 224 px input, 16x16 grid)",
+        )
 for _name, _arch in [
     ("dino_vits16", "vit_small_patch16_224"),
     ("dino_vits8", "vit_small_patch8_224"),

@@ -145,7 +145,8 @@ def build_full(source: WeightSource, model_kwargs: dict[str, Any], config_key: s
     }
     if source.timm_file is None:
         kwargs.update(spec.skeleton_kwargs)  # shrink parts the taps always prune (no weights to fit)
-    return _build(spec, kwargs, config_key, pretrained_path=source.timm_file)
+    model = _build(spec, kwargs, config_key, pretrained_path=source.timm_file)
+    return spec.finish(model) if spec.finish is not None else model
 
 
 def tap_layers(spec: BackboneSpec, model: nn.Module, layers: Sequence[str], config_key: str) -> TapPlan:

