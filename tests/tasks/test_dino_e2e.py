@@ -16,6 +16,7 @@ def test_dino_vits16_fast_dev_run_on_the_embedded_default(train_run):
     metrics = results["metrics"]
     assert math.isfinite(metrics["train/loss"]) and 0.0 <= metrics["train/teacher_entropy_ratio"] <= 1.0
     assert {"val/knn_top1", "val/knn_top1_init", "test/knn_top1", "train/collapse_warning"} <= set(metrics)
+    assert metrics["val/knn_top1_chance"] == metrics["test/knn_top1_chance"] > 0.0  # 1 / classes
     assert (run_dir / "results.json").exists()
 
 

@@ -52,10 +52,12 @@ def test_train_run_on_the_embedded_default(train_run, tmp_path):
     assert results["status"] == "finished", results["error"]
     metrics = results["metrics"]
     for key in ("test/id_accuracy", "test/id_unknown_rate", "test/id_wrong_rate", "test/id_accuracy_bicubic",
-                "test/id_accuracy_hr", "test/psnr", "test/psnr_bicubic", "val/psnr", "val/id_cos"):
+                "test/id_accuracy_hr", "test/id_accuracy_chance", "test/psnr", "test/psnr_bicubic", "val/psnr",
+                "val/id_cos"):
         assert key in metrics, key
     total = metrics["test/id_accuracy"] + metrics["test/id_unknown_rate"] + metrics["test/id_wrong_rate"]
     assert abs(total - 1.0) < 1e-6
+    assert 0.0 < metrics["test/id_accuracy_chance"] <= 0.5  # 1 / gallery identities (at least 2)
     assert [row["threshold"] for row in metrics["test/id_sweep"]["dsr"]] == [0.25, 0.3, 0.35, 0.4, 0.45]
     assert metrics["test/id_tta"] is True
     assert (run_dir / "identification_sweep.png").exists() and (run_dir / "identification_sweep.md").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from scipy import stats
 
 from featlab.errors import ConfigError
 from featlab.tools.report import find_runs, main, write_report
@@ -25,7 +26,7 @@ def make_run(run_dir: Path, overrides: list[str], psnr: float | None, status: st
                    else None, "metrics": metrics,
                    "speed": {"images_per_s": 12.345, "step_ms": 81.0, "peak_memory_mb": 512.4},
                    "global_step": 4, "wall_time_s": 3.21, "git_commit": "abc123",
-                   "config": {**MONITOR, "overrides": overrides}}
+                   "config": {**MONITOR, "seed": 0, "overrides": overrides}}  # train.yaml default seed
         (run_dir / "results.json").write_text(json.dumps(results))
     if history and psnr is not None:
         (run_dir / "csv").mkdir()
@@ -52,9 +53,13 @@ def make_sweep(root: Path) -> Path:
     return sweep
 
 
-def table_rows(markdown: str) -> list[list[str]]:
-    lines = markdown.split("## Final metrics")[1].split("\n\n")[1].splitlines()
+def table_rows(markdown: str, section: str = "## Final metrics") -> list[list[str]]:
+    lines = markdown.split(section)[1].split("\n\n")[1].splitlines()
     return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def config_rows(markdown: str) -> list[list[str]]:
+    return table_rows(markdown, "## Per configuration")
 
 
 def test_table_has_a_row_per_job_sorted_by_swept_value_with_best_and_failures(tmp_path):
@@ -68,14 +73,18 @@ def test_table_has_a_row_per_job_sorted_by_swept_value_with_best_and_failures(tm
     assert [(r[1], r[2]) for r in rows] == [("0.05", "10"), ("0.05", "a"), ("0.05", "b"), ("0.5", "10"),
                                             ("0.5", "a"), ("0.5", "b"), ("0.5", "zz")]
     by_values = {(r[1], r[2]): r for r in rows}
-    assert by_values[("0.5", "b")][4] == "**31.5000** ★"  # best, max mode from the task's monitor
+    assert by_values[("0.5", "b")][4] == "31.5000"  # the highest, but one seed: never starred
+    assert not any("★" in cell for row in config_rows(markdown) + rows for cell in row)
     assert by_values[("0.05", "b")][3] == "**failed**"
     assert by_values[("0.05", "10")][:4] == ["(not run)", "0.05", "10", "**missing**"]  # never launched
     assert by_values[("0.5", "zz")][3] == "**missing**"  # folder but no results.json
     assert by_values[("0.5", "a")][0] == "0"  # Hydra's job number as the label
     assert "val/ssim" in header and "val/set5/psnr" not in header  # stage-level extra metrics only
     assert by_values[("0.5", "a")][-5:] == ["12.3", "81.0", "512", "4", "3.2"]
-    assert "- **Best: x=0.5, w=b** (val/psnr = 31.5000)" in markdown
+    assert "- Best: none named (inconclusive: fewer than 3 seeds in 7 of 7 configurations" in markdown
+    configs = {tuple(r[:2]): r for r in config_rows(markdown)}
+    assert configs[("0.5", "b")][2:4] == ["1 (0)", "31.5000 (1 seed, no interval)"]
+    assert configs[("0.05", "b")][2:4] == ["0", "—"] and configs[("0.05", "b")][-1] == "1"  # the failed job
     assert "ConfigError: data.hr_crop: too large" in markdown and "more" not in markdown.split("## Failed")[1]
     assert "python train.py -m +sweep=toy w=a,b,10 data.hr_crop=32" in markdown
     assert (out.parent / "report_val_psnr.png").is_file() and (out.parent / "report_curves.png").is_file()
@@ -97,18 +106,35 @@ def test_plain_run_dirs_are_compared_on_the_overrides_that_differ(tmp_path):
     out = write_report([str(d) for d in dirs], out=tmp_path / "r.md", metric="val/ssim", mode="min")
     rows = table_rows(out.read_text())
     assert [r[:2] for r in rows] == [["r1", "1"], ["r0", "2"]]
-    assert rows[1][3] == "**0.2000** ★"  # lower is better when asked
+    assert rows[1][3] == "0.2000" and "lower is better" in out.read_text()
     assert not (tmp_path / "r_curves.png").exists()  # no history, no curve plot
 
 
-def test_ties_are_all_marked_and_columns_can_be_chosen(tmp_path):
-    for i, psnr in enumerate([25.0, 25.0, 20.0]):
+def test_runs_that_differ_only_by_seed_are_one_configuration_with_a_t_interval(tmp_path):
+    for i, psnr in enumerate([25.0, 26.0, 21.0]):
         make_run(tmp_path / f"r{i}", [f"seed={i}"], psnr, history=False)
     markdown = write_report([tmp_path], out=tmp_path / "r.md", columns=["val/set5/psnr"]).read_text()
-    rows = table_rows(markdown)
-    assert [r[3] for r in rows] == ["**25.0000** ★", "**25.0000** ★", "20.0000"]
-    assert "No single best: 2 runs tie" in markdown
+    assert [r[0] for r in table_rows(markdown)] == ["r0", "r1", "r2"]  # every run still has its row
+    (row,) = config_rows(markdown)
+    half = stats.t.ppf(0.975, 2) * stats.tstd([25.0, 26.0, 21.0]) / 3 ** 0.5  # independent route
+    assert row[:3] == ["3 (0, 1, 2)", f"24.0000 ± {half:.4f}", f"[{24 - half:.4f}, {24 + half:.4f}]"]
+    assert row[3] == "24.0000"  # the chosen column's mean over seeds
+    assert "- Best: none named (one configuration (all runs): nothing to rank)" in markdown
     assert "| val/set5/psnr |" in markdown and "val/ssim" not in markdown
+
+
+def test_a_best_is_starred_only_when_three_seeds_each_separate(tmp_path):
+    scores = {"a": [30.0, 30.2, 30.1], "b": [28.0, 28.1, 27.9], "c": [29.0, 29.3, 29.1]}
+    for name, values in scores.items():
+        for seed, psnr in enumerate(values):
+            make_run(tmp_path / f"{name}{seed}", [f"net={name}", f"seed={seed}"], psnr, history=False)
+    markdown = write_report([tmp_path], out=tmp_path / "r.md").read_text()
+    assert ("- **Best: net=a: its 95% interval separates from every other configuration's** "
+            "(val/psnr = 30.1000 ± 0.2484, 3 seeds)") in markdown
+    starred = [r[0] for r in config_rows(markdown) if "★" in r[2]]
+    assert starred == ["a"]
+    header = markdown.split("## Per configuration")[1].split("\n\n")[1].splitlines()[0]
+    assert header.startswith("| net | seeds |")  # the seed names no configuration
 
 
 def test_a_results_file_path_and_a_parent_folder_are_accepted(tmp_path):

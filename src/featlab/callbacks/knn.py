@@ -106,7 +106,8 @@ class KNNEval(L.Callback):
     probe) at the start of training (the initial backbone, also kept as ``knn_top1_init``), every
     ``every_n_epochs`` epochs and after the last epoch; ``test/knn_*`` in the test stage. Bank and
     query follow ``trainer.limit_val_batches`` / ``limit_test_batches`` like any evaluation
-    (e.g. the ``trainer=cpu`` pipeline check embeds a few batches of each).
+    (e.g. the ``trainer=cpu`` pipeline check embeds a few batches of each). ``knn_top1_chance``
+    (1 / classes) is logged beside them: the level a study report must show the features beat.
     """
 
     def __init__(self, every_n_epochs: int = 10, k: int = 20, temperature: float = 0.07,
@@ -152,6 +153,7 @@ class KNNEval(L.Callback):
             backbone.train(was_training)
         acc = knn_accuracy(bank, bank_y, query, query_y, num_classes, self.k, self.temperature)
         metrics = {f"knn_{name}": value for name, value in acc.items()}
+        metrics["knn_top1_chance"] = 1.0 / num_classes  # the baseline a study report draws
         if self.linear_probe:
             probe = linear_probe_accuracy(bank, bank_y, query, query_y, num_classes, steps=self.probe_steps)
             metrics.update({f"linear_{name}": value for name, value in probe.items()})

@@ -2,9 +2,12 @@
 
 ``python -m featlab.tools.report runs/sisr_loss_weight/multirun-... --out experiments/sisr_loss_weight/report.md``
 
-Reads every run's ``results.json`` (and ``csv/metrics.csv`` for training curves) and writes a
-markdown table of final metrics per swept value (best marked), speed and peak memory per run, plus
-PNG plots beside the markdown (`study_plots`): the metric against the swept value and overlaid training curves.
+Reads every run's ``results.json`` (and ``csv/metrics.csv`` for training curves) and writes markdown:
+per configuration (runs that differ only by ``seed``) the metric's mean ± 95 % CI over seeds
+(`study_stats`), a best configuration only when at least 3 seeds each and non-overlapping intervals
+support it, the baselines the runs logged, then one row per run with speed and peak memory, plus
+PNG plots beside the markdown (`study_plots`): the metric against the swept value with error bars
+and baselines, and overlaid training curves.
 
 Runs that failed, or that a sweep launched but never finished (a job folder without
 ``results.json``, or a grid point of ``multirun.yaml`` with no folder at all), are rows marked
@@ -36,6 +39,16 @@ from featlab.tools.study_runs import (
     find_runs,
     sort_runs,
     study_keys,
+)
+from featlab.tools.study_stats import (
+    CONFIDENCE,
+    MIN_SEEDS,
+    ConfigGroup,
+    Interval,
+    baselines,
+    config_keys,
+    group_runs,
+    verdict,
 )
 
 __all__ = ["find_runs", "main", "write_report"]
@@ -80,15 +93,14 @@ def fmt(value: Any, digits: int = 4) -> str:
     return f"{number:.{digits}f}"
 
 
-def best_runs(runs: Sequence[RunRecord], metric: str, mode: str) -> list[RunRecord]:
-    """The finished runs with the best value as printed (ties all marked: one star would be arbitrary)."""
-    scored = [(r, as_number(r.metrics.get(metric))) for r in runs if r.ok]
-    scored = [(r, v) for r, v in scored if v is not None]
-    if not scored:
-        return []
-    pick = max if mode == "max" else min
-    best = fmt(pick(v for _, v in scored))
-    return [r for r, v in scored if fmt(v) == best]
+PLOT_NOTE = ("Points: mean over seeds with its 95 % interval; a hollow marker has one seed (no interval). "
+             "Categorical values are not joined. Dashed lines: baselines. The y axis covers every point, "
+             "interval and baseline, starts at 0 for fractions and losses, and spans at least 10 % of the "
+             "largest value, so seed noise is not magnified.")
+
+
+def metric_plot_title(metric: str) -> str:
+    return f"{metric} per swept value"
 
 
 # -- markdown ---------------------------------------------------------------------------------------
@@ -104,11 +116,40 @@ def _first_line(text: str | None, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _interval_text(interval: Interval | None) -> tuple[str, str]:
+    """``mean ± half-width`` and ``[low, high]`` cells; one seed has no interval."""
+    if interval is None:
+        return "—", "—"
+    if interval.half_width is None:
+        return f"{fmt(interval.mean)} (1 seed, no interval)", "—"
+    return f"{fmt(interval.mean)} ± {fmt(interval.half_width)}", f"[{fmt(interval.low)}, {fmt(interval.high)}]"
+
+
+def config_table(runs: Sequence[RunRecord], keys: Sequence[str], metric: str, columns: Sequence[str],
+                 best: ConfigGroup | None) -> list[str]:
+    """One row per configuration: seeds, the metric's mean ± 95 % CI, the other columns' means."""
+    names = short_names(config_keys(keys))
+    header = [*[names[k] for k in config_keys(keys)], "seeds", f"{metric} mean ± 95 % CI", "95 % CI",
+              *columns, "failed/missing"]
+    rows = []
+    for group in group_runs(runs, keys):
+        mean, bounds = _interval_text(group.interval(metric))
+        if group is best or (best is not None and group.values == best.values):
+            mean = f"**{mean}** ★"
+        seeds = group.seeds(metric)
+        rows.append([*group.values, f"{len(seeds)} ({', '.join(seeds)})" if seeds else "0", mean, bounds,
+                     *[fmt(group.interval(c).mean) if group.interval(c) else "—" for c in columns],
+                     str(sum(not r.ok for r in group.runs))])
+    return _table(header, rows)
+
+
 def render(runs: Sequence[RunRecord], launches: Sequence[Launch], keys: Sequence[str], metric: str,
            mode: str, plots: Mapping[str, Path | None], out: Path, sources: Sequence[str],
            columns: Sequence[str] | None = None) -> str:
-    """The report's markdown: what was compared, the table, the plots and the failures."""
-    best = best_runs(runs, metric, mode)
+    """The report's markdown: what was compared, the verdict, per-configuration and per-run tables,
+    the plots and the failures."""
+    groups = group_runs(runs, keys)
+    decision = verdict(groups, keys, metric, mode)
     columns = list(columns) if columns else extra_columns(runs, metric)
     names = short_names(list(keys))
     study = next((str(r.config.get("study")) for r in runs if r.config.get("study")), "runs")
@@ -125,30 +166,40 @@ def render(runs: Sequence[RunRecord], launches: Sequence[Launch], keys: Sequence
     commits = sorted({r.git_commit for r in runs if r.git_commit})
     if commits:
         lines.append(f"- Code: {', '.join(f'`{c}`' for c in commits)}")
-    if len(best) == 1:
-        lines.append(f"- **Best: {describe(best[0], keys)}** ({metric} = {fmt(best[0].metrics.get(metric))})")
-    elif best:
-        lines.append(f"- **No single best: {len(best)} runs tie** at {metric} = {fmt(best[0].metrics.get(metric))}")
+    found = baselines(runs, metric)
+    if found:
+        lines.append("- Baselines: " + ", ".join(f"{b.label} = {fmt(b.value)} (`{b.key}`)" for b in found))
+    if decision.best is not None:
+        best = decision.best.interval(metric)
+        lines.append(f"- **Best: {decision.text}** ({metric} = {_interval_text(best)[0]}, {best.n} seeds)")
+    else:
+        lines.append(f"- Best: none named ({decision.text})")
+    lines += ["", "## Per configuration", ""]
+    lines += config_table(runs, keys, metric, columns, decision.best)
+    lines += ["", f"Mean over seeds ± the half-width of the {CONFIDENCE:.0%} Student-t interval "
+              f"(t quantile with n - 1 degrees of freedom x sample std / sqrt(n)). ★ marks a best configuration, "
+              f"named only when every configuration has at least {MIN_SEEDS} seeds and its interval separates "
+              "from every other's."]
     lines += ["", "## Final metrics", ""]
     header = ["run", *[names[k] for k in keys], "status", metric, *columns,
               "img/s", "step ms", "peak MB", "steps", "time s"]
     rows = []
     for run in runs:
-        value = fmt(run.metrics.get(metric)) if run.ok else "—"
-        if any(run is b for b in best):
-            value = f"**{value}** ★"
         rows.append([
             run.label, *[run.overrides.get(k, "—") for k in keys], run.status if run.ok else f"**{run.status}**",
-            value, *[fmt(run.metrics.get(c)) if run.ok else "—" for c in columns],
+            fmt(run.metrics.get(metric)) if run.ok else "—",
+            *[fmt(run.metrics.get(c)) if run.ok else "—" for c in columns],
             fmt(run.speed.get("images_per_s"), 1), fmt(run.speed.get("step_ms"), 1),
             fmt(run.speed.get("peak_memory_mb"), 0), fmt(run.global_step, 0), fmt(run.wall_time_s, 1),
         ])
     lines += _table(header, rows)
-    lines += ["", "★ best finished run(s). img/s and step time exclude warm-up steps; peak MB is GPU memory on GPU, "
+    lines += ["", "One row per run. img/s and step time exclude warm-up steps; peak MB is GPU memory on GPU, "
               "process RSS on CPU."]
     for title, path in plots.items():
         if path is not None:
             lines += ["", f"## {title}", "", f"![{title}]({path.relative_to(out.parent).as_posix()})"]
+            if title == metric_plot_title(metric):
+                lines += ["", PLOT_NOTE]
     failures = [r for r in runs if not r.ok]
     if failures:
         lines += ["", "## Failed or missing runs", ""]
@@ -169,7 +220,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None, met
     stem = out_path.with_suffix("")
     slug = "".join(c if c.isalnum() else "_" for c in metric).strip("_")
     plots = {
-        f"{metric} per swept value": plot_metric(runs, keys, metric, Path(f"{stem}_{slug}.png")),
+        metric_plot_title(metric): plot_metric(runs, keys, metric, Path(f"{stem}_{slug}.png")),
         "Training curves": plot_curves(runs, keys, metric, Path(f"{stem}_curves.png")),
     }
     markdown = render(runs, launches, keys, metric, mode, plots, out_path, [str(p) for p in paths], columns)
