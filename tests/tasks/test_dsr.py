@@ -80,3 +80,28 @@ def test_best_checkpoint_keeps_epoch_psnr_and_config_then_tests_via_dsr_gallery(
     assert checkpoint["featlab_config"]["task"]["eval"]["threshold"] == 0.35
     assert "test/id_accuracy" in results["metrics"]  # tested from the best checkpoint
     assert results["metrics"]["test/id_gallery_via_dsr"] is True
+
+
+def test_published_int8_recognizer_runs_int8_while_the_identity_loss_trains_on_it_dequantised():
+    """task.recognizer.checkpoint=edgeface_xxs_q.pt (quantized=auto): the recognition test runs the
+    published int8 model; the identity loss reads the same file as float weights and has gradients."""
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "official" / "edgeface_xxs_q" / "checkpoint.pth"
+    task = FaceDSRTask(
+        net={"_target_": "featlab.nets.dsr.DSRNet", "scale": 4, "base_channels": 8, "residual_blocks": 1},
+        loss={"identity": {"_target_": "featlab.losses.identity.IdentityLoss", "backbone": "edgeface_xxs_q",
+                           "checkpoint": str(fixture), "weight": 1.0}},
+        recognizer={"name": "edgeface_xxs_q", "checkpoint": str(fixture), "quantized": "auto"},
+        channels_last=False,
+    )
+    identity = task.loss.terms["identity"].embedder
+    assert task.recognizer.quantized and not identity.quantized and identity is not task.recognizer
+    hr = torch.rand(2, 3, 32, 32)
+    total, _ = task.loss(task(torch.nn.functional.avg_pool2d(hr, 4)), hr)
+    total.backward()
+    assert all(p.grad is not None for p in task.net.parameters() if p.requires_grad)
+    # the int8 recogniser is rebuilt from the config like the float backbones: not in checkpoints
+    frozen = task.frozen_state_prefixes()
+    kept = [key for key in task.state_dict() if not key.startswith(frozen)]
+    assert not any(key.startswith(("recognizer.", "loss.terms.identity.embedder.")) for key in kept)

@@ -3,11 +3,18 @@
 A user's file may be a plain state dict, a training checkpoint (``state_dict``/``model``/
 ``teacher``/``backbone`` entries, Lightning's ``teacher.``-prefixed keys, ``module.`` from DDP,
 ``_orig_mod.`` from torch.compile) or one written by :func:`save_backbone`, which also records the
-backbone name so ``create("checkpoint", checkpoint=path)`` needs nothing else.
+backbone name so ``create("checkpoint", checkpoint=path)`` needs nothing else. The state dict of a
+dynamically int8-quantised model (the published EdgeFace ``*_q.pt``) is dequantised to float
+weights under the float model's key names (:mod:`featlab.backbones.quantized`). A TorchScript
+archive is refused with one line: ``torch.load(weights_only=True)`` cannot open one, and layers
+cannot be tapped inside it.
 """
 
 from __future__ import annotations
 
+import logging
+import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from featlab.backbones.quantized import dequantize_dynamic, quantized_layers
 from featlab.checkpoints import load_checkpoint, save_checkpoint
 from featlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 FORMAT_KEY = "featlab_backbone"
 _CONTAINERS = ("teacher", "state_dict", "model", "backbone", "module", "model_state")
@@ -38,10 +48,16 @@ _IGNORED_PREFIXES = (
 def read_checkpoint(
     path: str | Path, key: str = "checkpoint"
 ) -> tuple[dict[str, torch.Tensor], str | None, dict]:
-    """``(state_dict, backbone name or None, model_kwargs)`` from a local file, containers unwrapped."""
+    """``(state_dict, backbone name or None, model_kwargs)`` from a local file, containers unwrapped,
+    int8 dynamically quantised layers dequantised."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(key, f"checkpoint file not found: {path}")
+    if is_torchscript_file(path):
+        raise ConfigError(key, f"'{path}' is a TorchScript archive (torch.jit.save), not a state dict: weights "
+                               "are read with torch.load(weights_only=True), which cannot open it, and no layer "
+                               "can be tapped inside it; give the model's state_dict() file (an EdgeFace "
+                               "TorchScript file runs whole as task.recognizer.checkpoint)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -53,10 +69,49 @@ def read_checkpoint(
     name, kwargs = None, {}
     if FORMAT_KEY in obj:
         name, kwargs = str(obj[FORMAT_KEY]), dict(obj.get("model_kwargs") or {})
-    state = _unwrap(obj)
+    raw = _container(obj)
+    layers = quantized_layers(raw)
+    if layers:
+        log.info("%s: %d dynamically int8-quantised linear layers dequantised to float", path, len(layers))
+        raw = dequantize_dynamic(raw)
+    state = _strip_prefixes({str(k): v for k, v in raw.items() if torch.is_tensor(v)})
     if not state:
         raise ConfigError(key, f"{path} contains no tensors")
     return state, name, kwargs
+
+
+def read_raw_state(path: str | Path, key: str = "checkpoint") -> OrderedDict:
+    """The file's state dict as saved, every entry kept (packed int8 layers too), containers and
+    wrapper prefixes removed like :func:`read_checkpoint` removes them, and the saved ``_metadata``
+    (module versions, under the same shorter names) kept: quantised layers read their version from it
+    to know the layout they load. What a quantised model's ``load_state_dict`` takes."""
+    obj = load_checkpoint(Path(path).expanduser(), key)
+    if not isinstance(obj, Mapping):
+        raise ConfigError(key, f"{path} holds a {type(obj).__name__}, not a state dict")
+    container = _container(obj)
+    state = {str(k): v for k, v in container.items()}
+    state = _teacher_only(state)
+    prefix = _wrapper_prefix(state)
+    out = OrderedDict((k[len(prefix):], v) for k, v in state.items())
+    metadata = getattr(container, "_metadata", None)
+    if metadata is not None:
+        out._metadata = OrderedDict(  # type: ignore[attr-defined]
+            ("" if module + "." == prefix else module[len(prefix):], version)
+            for module, version in metadata.items() if module + "." == prefix or module.startswith(prefix)
+        )
+    return out
+
+
+def is_torchscript_file(path: str | Path) -> bool:
+    """TorchScript archives hold a ``code/`` folder; ``torch.save`` archives never do."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):  # a damaged archive: torch.load reports it with one line
+        return False
 
 
 def load_checkpoint_file(path: str | Path, key: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -69,23 +124,39 @@ def load_checkpoint_file(path: str | Path, key: str = "checkpoint") -> dict[str,
     return read_checkpoint(path, key)[0]
 
 
-def _unwrap(obj: Mapping) -> dict[str, torch.Tensor]:
-    for _ in range(4):  # nested containers, e.g. {"model": {"state_dict": ...}}
+def _container(obj: Mapping) -> Mapping:
+    """The mapping that holds the weights, inside nested containers, e.g. {"model": {"state_dict": ...}}."""
+    for _ in range(4):
         inner = next((obj[c] for c in _CONTAINERS if isinstance(obj.get(c), Mapping)), None)
         if inner is None or any(torch.is_tensor(v) for v in obj.values()):
             break
         obj = inner
-    state = {str(k): v for k, v in obj.items() if torch.is_tensor(v)}
+    return obj
+
+
+def _strip_prefixes(state: dict[str, object]) -> dict[str, object]:
+    """A Lightning file's teacher (when it also holds a student), without wrapper prefixes shared by every key."""
+    state = _teacher_only(state)
+    prefix = _wrapper_prefix(state)
+    return {k[len(prefix):]: v for k, v in state.items()}
+
+
+def _teacher_only(state: dict[str, object]) -> dict[str, object]:
     if any(k.startswith("teacher.") for k in state) and any(k.startswith("student.") for k in state):
-        state = {k: v for k, v in state.items() if k.startswith("teacher.")}
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in _PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
-                changed = True
+        return {k: v for k, v in state.items() if k.startswith("teacher.")}
     return state
+
+
+def _wrapper_prefix(state: Mapping[str, object]) -> str:
+    """The wrapper prefixes (``module.``, ``model.``, ...) that every key shares, e.g. ``module.model.``."""
+    prefix, changed = "", bool(state)
+    while changed:
+        changed = False
+        for wrapper in _PREFIXES:
+            if all(k.startswith(prefix + wrapper) for k in state):
+                prefix += wrapper
+                changed = True
+    return prefix
 
 
 def save_backbone(

@@ -15,8 +15,15 @@ The variants are registered in the shared backbone layer (kind ``edgeface``: lay
 ``stages.0..3``, ``last``, and ``pool`` = the 512-d embedding), so ``create("edgeface_xxs",
 checkpoint=...)`` works like any backbone. EdgeFace weights are on no hub that timm knows, so
 ``pretrained=true`` without a local ``checkpoint`` is an error saying where to get them.
-:class:`EdgeFaceEmbedder`, what the identity loss and the recognition test use, also reads the
-published TorchScript files (``edgeface_xxs_q.pt``: dynamically quantised, CPU-only, no autograd).
+
+The published ``edgeface_xxs_q.pt`` / ``edgeface_xs_q.pt`` are the ``state_dict()`` of the float
+network after ``torch.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)``.
+``create`` reads them dequantised (float, differentiable); :class:`EdgeFaceEmbedder`, what the
+identity loss and the recognition test use, can also run them as the published int8 model
+(``quantized``: auto | true | false), and runs TorchScript files whole. On the official-code
+fixture (tests/fixtures/official/edgeface_xxs_q) the int8 model reproduces the official output
+exactly and the dequantised float network's embeddings have cosine 0.99985 with it
+(tests/backbones/test_edgeface_quantized.py).
 """
 
 from __future__ import annotations
@@ -34,8 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featlab.backbones.checkpoints import read_checkpoint
+from featlab.backbones.checkpoints import is_torchscript_file, read_checkpoint, read_raw_state
 from featlab.backbones.factory import create
+from featlab.backbones.quantized import (
+    CPUOnly,
+    is_dynamic_quantized,
+    quantize_like_published,
+    with_packed_versions,
+)
 from featlab.backbones.registry import register_backbone, register_kind
 from featlab.backbones.staged import StagedTaps, Step
 from featlab.errors import ConfigError
@@ -64,6 +77,10 @@ EDGEFACE_VARIANTS: dict[str, EdgeFaceSpec] = {
     "edgeface_s_gamma_05": EdgeFaceSpec("edgenext_small", 0.5),
     "edgeface_xxs": EdgeFaceSpec("edgenext_xx_small"),
     "edgeface_base": EdgeFaceSpec("edgenext_base"),
+    # The networks of the published int8 files, named as the official hubconf names them: xs_q is a
+    # *full-rank* EdgeNeXt-XS (no low-rank factorisation, unlike xs_gamma_06); xxs_q is edgeface_xxs.
+    "edgeface_xs_q": EdgeFaceSpec("edgenext_x_small"),
+    "edgeface_xxs_q": EdgeFaceSpec("edgenext_xx_small"),
     # Same structure at a size that runs in milliseconds on a CPU: unit and pipeline tests only.
     "edgeface_tiny_test": EdgeFaceSpec(
         "edgenext_xx_small", 0.5, {"depths": (1, 1, 1, 1), "dims": (16, 24, 32, 48), "heads": (2, 2, 2, 2)}
@@ -164,48 +181,76 @@ for _name, _spec in EDGEFACE_VARIANTS.items():
         _name, "edgeface", partial(build_edgenext, _name), input_size=INPUT_SIZE, mean=MEAN, std=STD,
         weights_file=None if _test else CheckpointRequired(_name), test_only=_test,
         description=f"EdgeFace on timm {_spec.arch}" + (f", low-rank gamma={_spec.gamma}" if _spec.gamma else "")
+        + (f" (the network of the published int8 {_name}.pt, read dequantised)" if _name.endswith("_q") else "")
         + "; pool = 512-d embedding (not L2-normalised); weights from a local checkpoint only",
     )
 
 
-# -- TorchScript files -------------------------------------------------------------------------------
-def is_torchscript_file(path: str | Path) -> bool:
-    """TorchScript archives hold a ``code/`` folder; ``torch.save`` archives never do."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name for name in archive.namelist())
-
-
+# -- TorchScript and int8 files ---------------------------------------------------------------------
 def is_quantized_torchscript(path: str | Path) -> bool:
+    """Whether a TorchScript archive's code calls quantised ops (int8 linears run on the CPU only)."""
     with zipfile.ZipFile(path) as archive:
         return any("/code/" in name and name.endswith(".py") and b"quantized" in archive.read(name)
                    for name in archive.namelist())
 
 
-class ScriptedEdgeFace(nn.Module):
-    """A TorchScript EdgeFace (e.g. the quantised ``edgeface_xxs_q.pt``): normalised 112 px in, 512-d out.
+def quantized_option(value: Any, key: str) -> bool | None:
+    """``quantized``: ``auto`` -> None (follow the file), true/false as booleans; anything else is an error."""
+    text = str(value).strip().lower()
+    if value is None or text == "auto":
+        return None
+    if isinstance(value, bool) or text in ("true", "false"):
+        return value if isinstance(value, bool) else text == "true"
+    raise ConfigError(key, f"'{value}' is not one of auto, true, false")
 
-    Dynamically quantised linear layers run only on the CPU and have no autograd, so such a model
-    stays on the CPU (inputs go there, embeddings come back) and serves evaluation, not an
-    identity loss that must send gradients into the DSR network.
+
+def file_is_quantized(path: Path, key: str) -> bool:
+    """A TorchScript archive calling quantised ops, or a state dict with packed int8 linears."""
+    if is_torchscript_file(path):
+        return is_quantized_torchscript(path)
+    return is_dynamic_quantized(read_raw_state(path, key))
+
+
+def load_torchscript(path: Path, quantized: bool | None, key: str) -> nn.Module:
+    """A TorchScript EdgeFace (normalised 112 px in, 512-d out), run whole.
+
+    ``torch.load(weights_only=True)`` cannot open TorchScript, so ``torch.jit.load`` reads it: its
+    unpickler resolves TorchScript types only and never imports Python objects, but the archive's
+    TorchScript code does run (``__setstate__``, ``forward``), so such a file must come from a source
+    the user trusts; the state-dict files are the safer choice. A quantised
+    one stays on the CPU (:class:`CPUOnly`) and has no gradients; TorchScript can be neither
+    dequantised nor quantised here, so the choice the file made is the only one.
     """
+    int8 = is_quantized_torchscript(path)
+    if quantized is False and int8:
+        raise ConfigError(f"{key}.checkpoint",
+                          f"'{path}' is a quantised TorchScript EdgeFace, which cannot be dequantised: it has no "
+                          "float weights and no gradients (the identity loss and quantized=false need both); use "
+                          "the state-dict file (the official edgeface_*_q.pt is one) or a float checkpoint")
+    if quantized is True and not int8:
+        raise ConfigError(f"{key}.quantized",
+                          f"'{path}' is a float TorchScript file, which cannot be quantised here; give its state "
+                          "dict, or set quantized=auto to run it as it is")
+    scripted = torch.jit.load(str(path), map_location="cpu").eval()
+    return CPUOnly(scripted) if int8 else scripted
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__()
-        self.scripted = torch.jit.load(str(path), map_location="cpu")
-        self.quantized = is_quantized_torchscript(path)
 
-    def _apply(self, fn, recurse: bool = True):
-        if self.quantized:  # packed int8 weights must not move to an accelerator
-            return self
-        return super()._apply(fn, recurse)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.quantized:
-            return self.scripted(x)
-        return self.scripted(x.float().cpu()).to(x.device)
+def quantized_edgeface(extractor: nn.Module, checkpoint: Path | None, key: str) -> CPUOnly:
+    """The published int8 EdgeFace: the float network (already checked and loaded by ``create``) is
+    quantised the way the ``*_q.pt`` files were made, then, for such a file, the file's own int8
+    weights replace the re-quantised ones (re-quantising dequantised weights would not give back the
+    same scales)."""
+    net = quantize_like_published(extractor.model)
+    if checkpoint is not None:
+        raw = read_raw_state(checkpoint, f"{key}.checkpoint")
+        if is_dynamic_quantized(raw):
+            try:
+                net.load_state_dict(with_packed_versions(raw), strict=True)
+            except (RuntimeError, KeyError) as err:
+                first = (str(err).splitlines() or [""])[0][:200]
+                raise ConfigError(f"{key}.checkpoint", f"'{checkpoint}' does not load into the int8 "
+                                                       f"{extractor.name}: {first}") from None
+    return CPUOnly(net)
 
 
 # -- what the identity loss and the recognition evaluation use ---------------------------------------
@@ -215,32 +260,47 @@ _WARNED_RANDOM: set[str] = set()
 class EdgeFaceEmbedder(nn.Module):
     """Frozen EdgeFace: RGB in [0, 1] of any size -> raw ``(B, 512)`` embeddings (normalise before cosine).
 
-    A state-dict checkpoint (or none, with ``pretrained=false``) goes through the shared
-    :func:`featlab.backbones.create`; a TorchScript file is loaded as is. Either way resizing to
+    ``quantized`` chooses what runs: ``auto`` follows the file (an int8 file runs as the published
+    int8 model, a float one as float), ``false`` always runs float weights (an int8 state dict is
+    dequantised: what the identity loss needs, for gradients), ``true`` always int8 (a float
+    file is quantised like the published ``*_q.pt``). Float weights go through the shared
+    :func:`featlab.backbones.create` (:attr:`extractor`, differentiable); int8 or TorchScript
+    networks run whole (:attr:`runner`; int8 on the CPU, without gradients). Either way resizing to
     112 px and the [-1, 1] normalisation happen here, and gradients reach the input only.
     """
 
     def __init__(self, name: str = "edgeface_xs_gamma_06", checkpoint: str | None = None,
-                 pretrained: bool = True, config_key: str = "backbone", name_key: str | None = None) -> None:
+                 pretrained: bool = True, config_key: str = "backbone", name_key: str | None = None,
+                 quantized: bool | str | None = "auto") -> None:
         super().__init__()
         name_key = name_key or f"{config_key}.name"
         if name not in EDGEFACE_VARIANTS:
             raise ConfigError(name_key,
                               f"unknown EdgeFace variant '{name}'. Valid: {', '.join(EDGEFACE_VARIANTS)}")
+        mode = quantized_option(quantized, f"{config_key}.quantized")
         self.name = name
-        self.spec = (name, checkpoint, bool(pretrained))  # equal specs may share one instance
-        self.extractor: nn.Module | None = None
-        self.scripted: ScriptedEdgeFace | None = None
-        if checkpoint and not Path(checkpoint).expanduser().is_file():
+        self.extractor: nn.Module | None = None  # float weights, differentiable
+        self.runner: nn.Module | None = None  # a whole network on normalised 112 px: TorchScript or int8
+        path = Path(checkpoint).expanduser() if checkpoint else None
+        if path is not None and not path.is_file():
             raise missing_checkpoint_error(f"{config_key}.checkpoint", name, checkpoint)
-        if checkpoint and is_torchscript_file(Path(checkpoint).expanduser()):
-            self.scripted = ScriptedEdgeFace(Path(checkpoint).expanduser())
+        if path is not None and is_torchscript_file(path):
+            self.runner = load_torchscript(path, mode, config_key)
         else:
-            self.extractor = _create_with_hint(name, checkpoint, pretrained, config_key, name_key)
+            int8_file = path is not None and file_is_quantized(path, f"{config_key}.checkpoint")
+            extractor = _create_with_hint(name, checkpoint, pretrained, config_key, name_key)
+            if mode is True or (mode is None and int8_file):
+                self.runner = quantized_edgeface(extractor, path if int8_file else None, config_key)
+            else:
+                self.extractor = extractor
+                if int8_file:
+                    log.info("EdgeFace '%s': int8 weights of %s dequantised to float (embeddings differ slightly "
+                             "from the int8 model's; see tests/backbones/test_edgeface_quantized.py)", name, path)
             if checkpoint is None and not pretrained and name not in _WARNED_RANDOM:
                 _WARNED_RANDOM.add(name)  # once per process, not once per copy
                 log.warning("EdgeFace '%s' is randomly initialised (pretrained=false): identity numbers are "
                             "pipeline checks, not recognition results", name)
+        self.spec = (name, checkpoint, bool(pretrained), self.quantized)  # equal specs may share one instance
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -248,7 +308,8 @@ class EdgeFaceEmbedder(nn.Module):
 
     @property
     def quantized(self) -> bool:
-        return self.scripted is not None and self.scripted.quantized
+        """Whether an int8 network runs (CPU only, no gradients)."""
+        return isinstance(self.runner, CPUOnly)
 
     def train(self, mode: bool = True) -> EdgeFaceEmbedder:
         """Always eval mode: the recogniser is a fixed measuring instrument."""
@@ -259,7 +320,7 @@ class EdgeFaceEmbedder(nn.Module):
             return self.extractor.global_features(x)
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
             x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True, align_corners=False)
-        return self.scripted((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        return self.runner((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
 
 def _create_with_hint(name: str, checkpoint: str | None, pretrained: bool, config_key: str,

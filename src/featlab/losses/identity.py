@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from featlab.backbones.edgeface import EdgeFaceEmbedder
-from featlab.errors import ConfigError
 from featlab.metrics.identification import l2_normalize
 
 
@@ -22,12 +21,10 @@ class IdentityLoss(nn.Module):
     def __init__(self, backbone: str = "edgeface_xs_gamma_06", checkpoint: str | None = None,
                  pretrained: bool = True, config_key: str = "loss.identity") -> None:
         super().__init__()
+        # Float weights always: an int8 state dict (edgeface_*_q.pt) is dequantised, since int8 linears
+        # have no autograd; a quantised TorchScript file, which cannot be dequantised, is refused.
         self.embedder = EdgeFaceEmbedder(backbone, checkpoint, pretrained, config_key=config_key,
-                                         name_key=f"{config_key}.backbone")
-        if self.embedder.quantized:
-            raise ConfigError(f"{config_key}.checkpoint",
-                              f"'{checkpoint}' is a quantised TorchScript EdgeFace, which has no gradients; train "
-                              "with a float checkpoint (quantised files are fine for task.recognizer)")
+                                         name_key=f"{config_key}.backbone", quantized=False)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -114,11 +114,14 @@ class FaceDSRTask(RestorationTask):
     # -- construction -------------------------------------------------------------------------
     @staticmethod
     def _build_recognizer(cfg: Mapping | None) -> EdgeFaceEmbedder:
-        """EdgeFace from ``{name, checkpoint, pretrained}``; other keys of a backbone config are ignored."""
+        """EdgeFace from ``{name, checkpoint, pretrained, quantized}``; other keys of a backbone config are
+        ignored. ``quantized=auto`` runs an int8 file (edgeface_*_q.pt) as the published int8 model, while
+        the identity loss reads the same file dequantised (it needs gradients)."""
         options = dict(to_plain(cfg) or {})
         return EdgeFaceEmbedder(
             name=options.get("name", "edgeface_xs_gamma_06"), checkpoint=options.get("checkpoint"),
             pretrained=bool(options.get("pretrained", True)), config_key="task.recognizer",
+            quantized=options.get("quantized", "auto"),
         )
 
     def _share_recognizer(self) -> None:
@@ -126,6 +129,12 @@ class FaceDSRTask(RestorationTask):
         for term in self.loss.terms.values():
             if isinstance(term, IdentityLoss) and term.embedder.spec == self.recognizer.spec:
                 term.embedder = self.recognizer
+
+    def frozen_state_prefixes(self) -> tuple[str, ...]:
+        """Also leave out EdgeFace networks run whole (int8 or TorchScript): rebuilt from the config too."""
+        runners = tuple(f"{name}.runner." for name, module in self.named_modules(remove_duplicate=False)
+                        if isinstance(module, EdgeFaceEmbedder) and module.runner is not None)
+        return super().frozen_state_prefixes() + runners
 
     # -- validation ---------------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
