@@ -9,8 +9,10 @@ from featlab.errors import ConfigError
 
 #: Overrides that change where or how a run is executed, not what it computes: left out of run
 #: names and tags (featlab.train) and of job folder names (conf/hydra/default.yaml, through the
-#: ``non_identifying_keys`` resolver). Prefixes: ``trainer`` covers ``trainer=gpu`` and ``trainer.max_epochs``.
-NON_IDENTIFYING_KEYS = ("hydra.", "paths.", "trainer", "logger", "ckpt_path", "callbacks.", "data.num_workers")
+#: ``non_identifying_keys`` resolver). Prefixes: ``trainer`` covers ``trainer=gpu`` and ``trainer.max_epochs``;
+#: ``debug`` (``debug=fdr``) only shortens or instruments a run, ``tags`` label it.
+NON_IDENTIFYING_KEYS = ("hydra.", "paths.", "trainer", "logger", "ckpt_path", "callbacks.", "data.num_workers",
+                        "debug", "tags")
 
 
 def override_key(override: str) -> str:

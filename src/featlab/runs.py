@@ -26,7 +26,7 @@ LOCK_FILE = ".lock"
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 # Top-level keys that say where or how long a run goes, not what it is: a resume may change them.
-NOT_IDENTITY = ("hydra", "paths", "trainer", "logger", "ckpt_path", "callbacks", "overrides", "run_name",
+NOT_IDENTITY = ("hydra", "paths", "tags", "trainer", "logger", "ckpt_path", "callbacks", "overrides", "run_name",
                 "test_after_fit", "compile", "study")
 NOT_IDENTITY_KEYS = ("data.num_workers", "data.pin_memory", "data.persistent_workers")
 

@@ -112,6 +112,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
     name = run_name_from(cfg, overrides)
     run_dir = ensure_dir(Path(run_dir or hydra_dir or Path(cfg.paths.output_root) / study / name))
     locks = [RunLock(run_dir).acquire()]  # before anything is written into the dir
+    cfg.paths.output_dir = str(run_dir)  # configs may point into the run dir: ${paths.output_dir}/...
     try:
         with ExitStack() as logs:
             # Rank 0 keeps the run's train.log; other DDP ranks would interleave their lines into it.
@@ -145,6 +146,7 @@ def train_in(cfg: DictConfig, run_dir: Path, overrides: list[str], study: str, n
             log.info("continuing run dir %s (this launch's dir %s stays empty)", resume.run_dir, run_dir)
             locks.append(RunLock(resume.run_dir).acquire())
             run_dir = resume.run_dir
+            cfg.paths.output_dir = plain["paths"]["output_dir"] = str(run_dir)
             writer.path = run_dir / writer.path.name
             if rank_zero_only.rank == 0:
                 logs.close()
@@ -160,7 +162,7 @@ def train_in(cfg: DictConfig, run_dir: Path, overrides: list[str], study: str, n
             check_state_fits(resume.checkpoint, task.state_dict(), resume.path, task.frozen_state_prefixes())
         callbacks = build_callbacks(cfg, run_dir, writer)
         loggers = build_loggers(
-            run_dir, run_name=name, group=study, tags=[study, *study_overrides(overrides)],
+            run_dir, run_name=name, group=study, tags=[study, *cfg.get("tags", []), *study_overrides(overrides)],
             flat_config=flatten({k: v for k, v in plain.items() if k != "overrides"}),
             **to_plain(cfg.logger),
         )
