@@ -35,6 +35,8 @@ COMMANDS: dict[str, Command] = {
     "upscale": Command("featlab.tools.upscale", "main", "upscale an image or a folder with an SR checkpoint"),
     "export": Command("featlab.tools.export_onnx", "main", "export an SR checkpoint to ONNX and verify it"),
     "bench": Command("featlab.tools.bench", "main", "time training-step variants side by side, as ratios"),
+    "deploy-bench": Command("featlab.tools.deploy_bench", "main",
+                            "CPU inference cost of each SR net per path (eager, channels_last, compile, ONNX, int8)"),
     "report": Command("featlab.tools.report", "main", "markdown tables and plots from run directories"),
     "fit-recognizer": Command("featlab.tools.fit_recognizer", "main",
                               "fit an EdgeFace recogniser for the face DSR identity loss"),

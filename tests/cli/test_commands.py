@@ -17,6 +17,7 @@ HELP_MENTIONS = {
     "upscale": ["ckpt_path=???", "tile=128", "blend=feather"],
     "export": ["output=model.onnx", "opset=18", "atol=0.001"],
     "bench": ["steps: 20", "variants: [base]", "sisr_perceptual"],
+    "deploy-bench": ["nets=all", "lr_tiles=64,256", "repeats=5"],
     "report": ["--metric", "--out"],
     "fit-recognizer": ["out=???", "epochs=40", "margin=0.35"],
     "movi-convert": ["--every", "dst"],
@@ -47,9 +48,10 @@ def test_every_subcommand_answers_help(name, capsys):
 def test_key_value_tools_document_every_key(capsys):
     from featlab.cli import field_docs
     from featlab.tools.export_onnx import ExportArgs
+    from featlab.tools.deploy_bench import DeployBenchArgs
     from featlab.tools.upscale import UpscaleArgs
 
-    for schema in (UpscaleArgs, ExportArgs):
+    for schema in (UpscaleArgs, ExportArgs, DeployBenchArgs):
         docs = field_docs(schema)
         assert set(docs) == set(schema.__dataclass_fields__), schema
 

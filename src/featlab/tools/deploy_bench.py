@@ -1,0 +1,287 @@
+"""Which SR net to ship: CPU inference cost of each network at its published size, path by path.
+
+    python -m featlab.tools.deploy_bench                                   # every net, every path
+    python -m featlab.tools.deploy_bench nets=rrdb_x4,nafnet_sidd paths=eager,onnxruntime
+    python -m featlab.tools.deploy_bench nets=rrdb_x4 weights=RealESRGAN_x4plus.pth
+
+For each net (random weights at the published size, or ``weights=`` a published file for one net) and
+each tile it measures, in ONE process so the ratios share the machine's state: parameters, the median
+of ``repeats`` timed forwards after ``warmup`` for eager PyTorch (the baseline), channels_last,
+``torch.compile``, ONNX Runtime on the exported file, and int8 dynamic quantisation of the Linear
+layers where a net has any. fp32 paths report their max abs difference to eager; int8 reports the
+PSNR it costs against the HR photo (embedded photos, MATLAB-bicubic LR), which only means something
+with real weights. Each export's ONNX operator inventory is listed with the operators outside
+:data:`CONSERVATIVE_OPS`. Writes ``output`` (JSON) and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from featlab.cli import run_cli
+from featlab.errors import require, unknown_name
+from featlab.files import write_text
+
+#: id -> published-size label (featlab.nets.published.PUBLISHED_SIZES) or featlab's own small net.
+NETS = {
+    "espcn_x4": ("ESPCN x4 (featlab default)", "espcn", {"scale": 4}),
+    "edsr_x4": ("EDSR baseline x4", None, None),
+    "rrdb_x4": ("Real-ESRGAN x4plus", None, None),
+    "swinir_light_x4": ("SwinIR-light x4", None, None),
+    "swinir_classical_x4": ("SwinIR classical x4", None, None),
+    "nafnet_sidd": ("NAFNet SIDD-w32", None, None),
+    "scunet": ("SCUNet", None, None),
+}
+PATHS = ("eager", "channels_last", "compile", "onnxruntime", "int8")
+#: Operators that minimal runtimes (mobile/embedded ONNX runtimes, TensorRT, converters to TFLite)
+#: all support; anything else is listed as a portability risk.
+CONSERVATIVE_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Erf", "Tanh", "Sigmoid", "Relu", "LeakyRelu",
+    "PRelu", "Clip", "Min", "Max", "Conv", "ConvTranspose", "MatMul", "Gemm", "Softmax", "ReduceMean",
+    "ReduceSum", "Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze", "Flatten",
+    "Shape", "Constant", "ConstantOfShape", "Identity", "Cast", "Expand", "Pad", "Resize", "DepthToSpace",
+    "SpaceToDepth", "AveragePool", "MaxPool", "GlobalAveragePool", "Equal", "Where", "Floor", "Ceil", "Mod",
+})
+
+
+@dataclass
+class DeployBenchArgs:
+    """Command-line keys."""
+
+    nets: str = "all"                 # comma list of espcn_x4 edsr_x4 rrdb_x4 swinir_light_x4 swinir_classical_x4 nafnet_sidd scunet, or all
+    paths: str = "all"                # comma list of eager channels_last compile onnxruntime int8, or all (eager always runs)
+    lr_tiles: str = "64,256"          # LR tile sides for upscaling nets (comma list)
+    tile_1x: int = 256                # tile side for 1x restoration nets
+    weights: str = ""                 # a published weight file (then nets must name one net)
+    warmup: int = 2                   # untimed forwards before timing
+    repeats: int = 5                  # timed forwards; the median is reported
+    threads: int = 0                  # torch/ONNX Runtime intra-op threads (0: torch's default)
+    exporter: str = "legacy"          # ONNX exporter for the onnxruntime path: legacy (fast) | dynamo
+    output: str = "deploy_bench.json"  # results (JSON); a Markdown table is written beside it (.md)
+
+
+@dataclass
+class PathResult:
+    ms: float | None = None
+    speedup: float | None = None      # eager ms / this path's ms
+    max_abs_diff: float | None = None  # fp32 paths against eager
+    psnr_loss_db: float | None = None  # int8: PSNR(eager, HR) - PSNR(int8, HR)
+    note: str = ""
+
+
+@dataclass
+class NetResult:
+    net: str
+    label: str
+    params: int
+    tile: int
+    paths: dict[str, PathResult] = field(default_factory=dict)
+    onnx_ops: list[str] = field(default_factory=list)
+    onnx_nonportable_ops: list[str] = field(default_factory=list)
+
+
+def _choices(value: str, valid: tuple[str, ...] | dict, key: str) -> list[str]:
+    items = list(valid) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    for item in items:
+        if item not in valid:
+            raise unknown_name(key, item, valid, key.rstrip("s"))
+    return items
+
+
+def build(net_id: str, weights: str = "") -> tuple[nn.Module, str]:
+    """The net in eval mode, fp32, CPU: a published file's, or random weights at the published size."""
+    if weights:
+        from featlab.nets import load
+
+        return load(weights), Path(weights).name
+    label, own_name, own_kwargs = NETS[net_id]
+    if own_name is not None:
+        from featlab.nets.sr import build_sr_net
+
+        return build_sr_net(own_name, **own_kwargs).eval(), label
+    from featlab.nets.published import build_published_size
+
+    return build_published_size(label).eval(), label
+
+
+def median_ms(run: Callable[[], object], warmup: int, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def photo_tile(side: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lr, hr)``: an HR crop of an embedded photo (tiled if the photo is smaller) and its MATLAB-bicubic LR."""
+    from featlab.data.resize import imresize
+    from featlab.data.samples import sample_photos
+
+    photo = next(iter(sample_photos("val").values()))
+    hr = torch.from_numpy(photo.copy()).permute(2, 0, 1).float().div(255)
+    need = side * scale
+    reps = (-(-need // hr.shape[1]), -(-need // hr.shape[2]))
+    hr = hr.repeat(1, *reps)[:, :need, :need].unsqueeze(0)
+    lr = hr if scale == 1 else imresize(hr, scale=1 / scale).clamp(0, 1)
+    return lr, hr
+
+
+def onnx_inventory(path: Path) -> list[str]:
+    """Every operator type in the file, functions (dynamo exports) included."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    graphs = [model.graph.node, *(f.node for f in model.functions)]
+    return sorted({node.op_type for nodes in graphs for node in nodes})
+
+
+def bench_net(net: nn.Module, label: str, net_id: str, tile: int, paths: list[str], args: DeployBenchArgs,
+              workdir: Path) -> NetResult:
+    from featlab.metrics.sr import psnr
+
+    scale = int(getattr(net, "scale", 1))
+    lr, hr = photo_tile(tile, scale)
+    result = NetResult(net_id, label, sum(p.numel() for p in net.parameters()), tile)
+    with torch.inference_mode():
+        reference = net(lr)
+        eager_ms = median_ms(lambda: net(lr), args.warmup, args.repeats)
+    result.paths["eager"] = PathResult(ms=eager_ms, speedup=1.0, max_abs_diff=0.0)
+
+    def timed(name: str, run: Callable[[], torch.Tensor], prepare_s: float = 0.0) -> None:
+        with torch.inference_mode():
+            out = run()
+            ms = median_ms(run, args.warmup, args.repeats)
+        diff = float((out.float() - reference).abs().max())
+        note = f"prepare {prepare_s:.1f} s" if prepare_s else ""
+        result.paths[name] = PathResult(ms=ms, speedup=eager_ms / ms, max_abs_diff=diff, note=note)
+
+    for name in paths:
+        if name == "eager":
+            continue
+        try:
+            if name == "channels_last":
+                net_cl = net.to(memory_format=torch.channels_last)
+                lr_cl = lr.contiguous(memory_format=torch.channels_last)
+                timed(name, lambda m=net_cl, x=lr_cl: m(x))
+                net.to(memory_format=torch.contiguous_format)
+            elif name == "compile":
+                start = time.perf_counter()
+                compiled = torch.compile(net)
+                with torch.inference_mode():
+                    compiled(lr)
+                timed(name, lambda m=compiled: m(lr), time.perf_counter() - start)
+            elif name == "onnxruntime":
+                result.onnx_ops, result.onnx_nonportable_ops = _onnx_path(net, lr, net_id, workdir, timed, args)
+            elif name == "int8":
+                _int8_path(net, lr, hr, reference, result, args, psnr)
+        except Exception as err:  # one path failing (a compiler missing, an exporter gap) must not end the bench
+            result.paths[name] = PathResult(note=f"failed: {type(err).__name__}: {str(err).splitlines()[0][:100]}")
+    return result
+
+
+def _onnx_path(net, lr, net_id, workdir, timed, args) -> tuple[list[str], list[str]]:
+    import onnxruntime as ort
+
+    from featlab.tools.export_onnx import export_onnx
+
+    start = time.perf_counter()
+    path = export_onnx(net, workdir / f"{net_id}.onnx", opset=18, exporter=args.exporter)
+    options = ort.SessionOptions()
+    if args.threads:
+        options.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: lr.numpy()}
+    timed("onnxruntime", lambda: torch.from_numpy(session.run(None, feed)[0]), time.perf_counter() - start)
+    ops = onnx_inventory(path)
+    return ops, [op for op in ops if op not in CONSERVATIVE_OPS]
+
+
+def _int8_path(net, lr, hr, reference, result, args, psnr) -> None:
+    linears = sum(isinstance(m, nn.Linear) for m in net.modules())
+    if not linears:
+        result.paths["int8"] = PathResult(note="no Linear layers: dynamic int8 does not apply")
+        return
+    quantized = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8, inplace=False)
+    with torch.inference_mode():
+        out = quantized(lr)
+        ms = median_ms(lambda: quantized(lr), args.warmup, args.repeats)
+    loss = float(psnr(reference.clamp(0, 1), hr) - psnr(out.clamp(0, 1), hr))
+    result.paths["int8"] = PathResult(ms=ms, speedup=result.paths["eager"].ms / ms, psnr_loss_db=loss,
+                                      max_abs_diff=float((out - reference).abs().max()),
+                                      note=f"{linears} Linear layers quantised")
+
+
+def best_path(net: NetResult, fp32_atol: float = 1e-4, int8_db: float = 0.1) -> tuple[str, float]:
+    """The fastest path within the accuracy goal: fp32 max abs diff <= ``fp32_atol`` or int8 <= ``int8_db``."""
+    ok = {name: r for name, r in net.paths.items() if r.ms is not None and (
+        (name == "int8" and r.psnr_loss_db is not None and r.psnr_loss_db <= int8_db)
+        or (name != "int8" and r.max_abs_diff is not None and r.max_abs_diff <= fp32_atol))}
+    name = min(ok, key=lambda n: ok[n].ms)
+    return name, ok[name].speedup or 1.0
+
+
+def markdown(results: list[NetResult], header: str) -> str:
+    def cell(r: PathResult | None) -> str:
+        if r is None:
+            return ""
+        if r.ms is None:
+            return r.note.split(":")[0]
+        extra = f", {-r.psnr_loss_db:+.2f} dB" if r.psnr_loss_db is not None else ""
+        return f"{r.ms:.3g} ms ({r.speedup:.2f}x{extra})" if r.speedup != 1.0 else f"{r.ms:.3g} ms"
+
+    lines = [header, "", "| net | params | tile | " + " | ".join(PATHS) + " | best | ONNX ops outside the list |",
+             "|---|---:|---:|" + "---|" * len(PATHS) + "---|---|"]
+    for res in results:
+        best, speedup = best_path(res)
+        cells = " | ".join(cell(res.paths.get(p)) for p in PATHS)
+        lines.append(f"| {res.label} | {res.params:,} | {res.tile} | {cells} | {best} {speedup:.2f}x | "
+                     f"{', '.join(res.onnx_nonportable_ops) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: DeployBenchArgs) -> list[NetResult]:
+    nets = _choices(args.nets, NETS, "nets")
+    paths = _choices(args.paths, PATHS, "paths")
+    require(not args.weights or len(nets) == 1, "weights", "a weight file belongs to one net: set nets=<its id>")
+    require(args.repeats >= 1 and args.warmup >= 0, "repeats", "need repeats >= 1 and warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lr_tiles = [int(t) for t in args.lr_tiles.split(",") if t.strip()]
+    header = (f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"median of {args.repeats} after {args.warmup} warm-up; eager fp32 is the baseline")
+    print(header, flush=True)
+    results: list[NetResult] = []
+    with tempfile.TemporaryDirectory(prefix="featlab-deploy-") as tmp:
+        for net_id in nets:
+            net, label = build(net_id, args.weights)
+            for tile in (lr_tiles if int(getattr(net, "scale", 1)) > 1 else [args.tile_1x]):
+                res = bench_net(net, label, net_id, tile, paths, args, Path(tmp))
+                results.append(res)
+                print(markdown([res], "").splitlines()[-1], flush=True)
+    out = Path(args.output).expanduser()
+    write_text(out, json.dumps({"header": header, "results": [asdict(r) for r in results]}, indent=2))
+    write_text(out.with_suffix(".md"), markdown(results, header))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(run, DeployBenchArgs, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
