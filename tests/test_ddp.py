@@ -86,7 +86,7 @@ def test_sr_metrics_under_ddp_equal_the_single_process_mean_over_all_images(ddp_
     naive = sum(r["psnr"] for r in per_rank_local) / WORLD
     assert abs(naive - reference["psnr"]) > 0.1  # the uneven split would expose a mean of rank-means
     for rank_result in ddp_results:
-        for key in ("psnr", "ssim"):
+        for key in ("psnr", "ssim", "ms_ssim", "ms_ssim_scales"):
             assert rank_result["sr_metrics"][key] == pytest.approx(reference[key], abs=1e-5)
 
 

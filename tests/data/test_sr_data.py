@@ -272,5 +272,6 @@ def test_sisr_run_on_folders_reports_every_benchmark(train_run, photo_dirs):
         "net.n_resblocks=1", "net.n_feats=8",
     ])
     assert results["status"] == "finished", results.get("error")
-    for key in ("test/set5/psnr", "test/set5/ssim", "test/set14/psnr", "test/set14/psnr_bicubic"):
+    for key in ("test/set5/psnr", "test/set5/ssim", "test/set5/ms_ssim", "test/set14/psnr", "test/set14/psnr_bicubic",
+                "test/set14/ms_ssim_bicubic"):
         assert key in results["metrics"], sorted(results["metrics"])

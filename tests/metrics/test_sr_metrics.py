@@ -10,7 +10,7 @@ import torch
 from scipy.signal import convolve2d
 from skimage.metrics import structural_similarity
 
-from featlab.metrics.sr import SRMetrics, psnr, psnr_y, rgb_to_y, ssim, ssim_y
+from featlab.metrics.sr import SRMetrics, ms_ssim, ms_ssim_scales, psnr, psnr_y, rgb_to_y, ssim, ssim_y
 
 
 def levels(values: np.ndarray) -> torch.Tensor:
@@ -157,12 +157,104 @@ def test_sr_metrics_states_sum_across_ranks():
     rank0.update(sr[:1], hr[:1])
     rank1.update(sr[1:], hr[1:])
     everything.update(sr, hr)
-    assert all(fx == "sum" or getattr(fx, "__name__", "") == "dim_zero_sum" for fx in rank0._reductions.values())
+    names = {name: getattr(fx, "__name__", fx) for name, fx in rank0._reductions.items()}
+    assert names.pop("ms_ssim_scales") in ("min", "dim_zero_min")  # the fewest scales any image had
+    assert all(fx in ("sum", "dim_zero_sum") for fx in names.values())
+    rank1.update(torch.rand(1, 3, 13, 13), torch.rand(1, 3, 13, 13))  # a small image: 2 scales on rank 1
+    everything.update(torch.rand(1, 3, 13, 13), torch.rand(1, 3, 13, 13))
     rank0.merge_state(rank1)
-    assert torch.allclose(rank0.compute()["psnr"], everything.compute()["psnr"])
-    assert torch.allclose(rank0.compute()["ssim"], everything.compute()["ssim"])
+    assert rank0.compute()["ms_ssim_scales"].item() == everything.compute()["ms_ssim_scales"].item() == 2.0
+    for name in ("psnr", "ssim"):
+        assert not torch.allclose(rank0.compute()[name], everything.compute()[name])  # other random images
+    rank2, whole = SRMetrics(), SRMetrics()
+    rank2.update(sr[:1], hr[:1])
+    rank3 = SRMetrics()
+    rank3.update(sr[1:], hr[1:])
+    whole.update(sr, hr)
+    rank2.merge_state(rank3)
+    for name in ("psnr", "ssim", "ms_ssim"):
+        assert torch.allclose(rank2.compute()[name], whole.compute()[name])
 
 
 def test_empty_metric_is_nan_not_zero():
     with pytest.warns(UserWarning, match="before the ``update``"):
         assert math.isnan(SRMetrics().compute()["psnr"].item())
+
+
+# -- MS-SSIM ----------------------------------------------------------------------------------------
+MS_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
+
+
+def reference_ms_ssim(a: np.ndarray, b: np.ndarray, scales: int) -> float:
+    """MS-SSIM written from the formula in NumPy, with torchmetrics' conventions: each scale's
+    statistics under an 11x11 Gaussian (sigma 1.5) on the reflect-padded image; the contrast term
+    averaged over the unpadded region, the full SSIM at the coarsest scale over the whole image;
+    negatives clipped to 0; 2x2 mean pooling between scales; exponents of the kept scales
+    renormalised to sum to 1."""
+    x = np.arange(11) - 5
+    g = np.exp(-(x**2) / (2 * 1.5**2))
+    window = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    betas = np.array(MS_BETAS[:scales]) / sum(MS_BETAS[:scales])
+    result = 1.0
+    for level in range(scales):
+        def filt(img):
+            return convolve2d(np.pad(img, 5, mode="reflect"), window[::-1, ::-1], mode="valid")
+
+        mu_a, mu_b = filt(a), filt(b)
+        var_a, var_b = np.maximum(filt(a * a) - mu_a**2, 0), np.maximum(filt(b * b) - mu_b**2, 0)
+        cov = filt(a * b) - mu_a * mu_b
+        cs = (2 * cov + c2) / (var_a + var_b + c2)
+        if level < scales - 1:
+            result *= max(cs[5:-5, 5:-5].mean(), 0.0) ** betas[level]
+            h, w = (a.shape[0] // 2) * 2, (a.shape[1] // 2) * 2
+            a = a[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+            b = b[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        else:
+            full = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1) * cs
+            result *= max(full.mean(), 0.0) ** betas[level]
+    return float(result)
+
+
+def noisy_pair(seed: int, height: int, width: int, noise: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    smooth = rng.integers(0, 256, (1, 3, height // 8 + 1, width // 8 + 1)).repeat(8, axis=2).repeat(8, axis=3)
+    hr_levels = smooth[..., :height, :width]
+    sr_levels = np.clip(hr_levels + rng.integers(-noise, noise + 1, hr_levels.shape), 0, 255)
+    return sr_levels, hr_levels
+
+
+def y_levels(v: np.ndarray) -> np.ndarray:
+    return np.tensordot([65.481, 128.553, 24.966], v[0] / 255.0, axes=1) + 16.0
+
+
+@pytest.mark.parametrize(("size", "crop", "scales"), [((48, 52), 2, 3), ((30, 40), 0, 2), ((184, 190), 4, 5)])
+def test_ms_ssim_matches_a_direct_numpy_implementation(size, crop, scales):
+    sr_levels, hr_levels = noisy_pair(3, *size)
+    height, width = size[0] - 2 * crop, size[1] - 2 * crop
+    assert ms_ssim_scales(height, width) == scales  # 44..98 px: 3, 12..43: 2, >= 176: all 5
+    cut = (slice(crop, -crop or None),) * 2
+    expected = reference_ms_ssim(y_levels(sr_levels)[cut], y_levels(hr_levels)[cut], scales)
+    assert 0.3 < expected < 0.99  # a non-trivial case
+    assert ms_ssim(levels(sr_levels), levels(hr_levels), crop_border=crop).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_ms_ssim_scale_counts_follow_the_short_side():
+    assert [ms_ssim_scales(n, 500) for n in (11, 12, 43, 44, 98, 99, 175, 176)] == [1, 2, 2, 3, 3, 4, 4, 5]
+    image = torch.rand(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="fits 1 to 3 scales, got 5"):
+        ms_ssim(image, image, scales=5)
+
+
+def test_srmetrics_reports_ms_ssim_and_its_scale_count(caplog):
+    sr_levels, hr_levels = noisy_pair(4, 72, 72)
+    metric = SRMetrics(crop_border=4)  # 64 px left: 3 scales
+    with caplog.at_level("INFO", logger="featlab.metrics.sr"):
+        metric.update(levels(sr_levels), levels(hr_levels))
+        metric.update(levels(hr_levels), levels(hr_levels))
+    values = metric.compute()
+    single = ms_ssim(levels(sr_levels), levels(hr_levels), crop_border=4).item()
+    assert values["ms_ssim"].item() == pytest.approx((single + 1.0) / 2, abs=1e-6)  # mean over images
+    assert values["ms_ssim_scales"].item() == 3.0
+    told = [r.getMessage() for r in caplog.records if "MS-SSIM" in r.getMessage()]
+    assert len(told) == 1 and "uses 3 of 5 scales" in told[0]  # one line, not one per batch

@@ -52,7 +52,8 @@ def test_train_run_on_the_embedded_default(train_run, tmp_path):
     assert results["status"] == "finished", results["error"]
     metrics = results["metrics"]
     for key in ("test/id_accuracy", "test/id_unknown_rate", "test/id_wrong_rate", "test/id_accuracy_bicubic",
-                "test/id_accuracy_hr", "test/id_accuracy_chance", "test/psnr", "test/psnr_bicubic", "val/psnr",
+                "test/id_accuracy_hr", "test/id_accuracy_chance", "test/psnr", "test/psnr_bicubic", "test/ms_ssim",
+                "test/ms_ssim_bicubic", "val/ms_ssim", "val/psnr",
                 "val/id_cos"):
         assert key in metrics, key
     total = metrics["test/id_accuracy"] + metrics["test/id_unknown_rate"] + metrics["test/id_wrong_rate"]

@@ -74,8 +74,10 @@ def test_short_run_writes_results_log_checkpoint_and_grids(short_run):
     results, run_dir = short_run
     assert results["status"] == "finished", results["error"]
     metrics = results["metrics"]
-    for key in ("val/psnr", "val/ssim", "val/psnr_bicubic", "test/samples/psnr", "train/loss_perceptual"):
+    for key in ("val/psnr", "val/ssim", "val/ms_ssim", "val/ms_ssim_bicubic", "val/ms_ssim_scales",
+                "val/psnr_bicubic", "test/samples/psnr", "test/samples/ms_ssim", "train/loss_perceptual"):
         assert key in metrics, sorted(metrics)
+    assert 1 <= metrics["val/ms_ssim_scales"] <= 5 and "val/ms_ssim_scales_bicubic" not in metrics
     assert results["speed"]["peak_memory_mb"] > 0
     assert (run_dir / "csv" / "metrics.csv").exists()
     assert (run_dir / "checkpoints" / "last.ckpt").exists()

@@ -5,9 +5,19 @@ BT.601 luma channel Y in [16, 235], drop ``crop_border`` pixels (usually the sca
 and measure on the [0, 255] scale; SSIM uses an 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
 K2 = 0.03, over the valid region only. Values are per image, ``(B,)``, because benchmark scores
 are means over images, not over pixels.
+
+MS-SSIM (Wang, Simoncelli & Bovik 2003) is torchmetrics' implementation on the same prepared
+image (8-bit, Y, border-cropped, [0, 255]) with the same window and constants. Its five scales
+need at least 176 px on the short side after cropping (torchmetrics' check: side // 16 > 10);
+smaller images are measured with the most scales that fit, the finest ones, their exponents
+renormalised to sum to 1 (a 256 px image gets 5, 128 px 4, 64 px 3, 12 px 2). A value on
+fewer scales is not comparable with a 5-scale one, so the scale count is reported beside it
+(``ms_ssim_scales``, the fewest over the benchmark) and logged once per metric.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +29,9 @@ Y_OFFSET = 16.0
 PEAK = 255.0
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 MSE_FLOOR = 1e-10  # keeps PSNR of identical images finite (~148 dB) so means stay finite
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
+
+log = logging.getLogger(__name__)
 
 
 def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +98,38 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range: f
     return ssim_map.mean(dim=(1, 2, 3)).float()
 
 
+def ms_ssim_scales(height: int, width: int, max_scales: int = len(MS_SSIM_BETAS)) -> int:
+    """The most scales (finest first) torchmetrics can measure on an image of this size: each side
+    // (scales - 1)^2 must exceed the window (its check), and the coarsest level must stay wider
+    than the window's half, which reflection padding needs."""
+    side = min(height, width)
+    for scales in range(max_scales, 0, -1):
+        if side // max(1, scales - 1) ** 2 > SSIM_WINDOW - 1 and side // 2 ** (scales - 1) > SSIM_WINDOW // 2:
+            return scales
+    return 0
+
+
+def ms_ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range: float = 1.0,
+            quantize: bool = True, y_channel: bool = True, scales: int | None = None) -> torch.Tensor:
+    """Per-image MS-SSIM, ``(B,)``, on as many scales as the image allows (or ``scales``), the
+    exponents of the kept scales renormalised to sum to 1."""
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+    a, b = _prepare(sr, hr, crop_border, data_range, quantize, y_channel, min_size=SSIM_WINDOW)
+    fit = ms_ssim_scales(*a.shape[-2:])
+    scales = fit if scales is None else scales
+    if not 1 <= scales <= fit:
+        raise ValueError(f"MS-SSIM on {tuple(a.shape[-2:])} pixels after crop_border={crop_border} fits 1 to {fit} "
+                         f"scales, got {scales}")
+    betas = MS_SSIM_BETAS[:scales]
+    betas = tuple(beta / sum(betas) for beta in betas)
+    # relu (torchmetrics' default): a negative contrast term would make a fractional power NaN
+    values = multiscale_structural_similarity_index_measure(
+        a, b, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_WINDOW, reduction="none",
+        data_range=PEAK, k1=SSIM_K1, k2=SSIM_K2, betas=betas, normalize="relu")
+    return values.reshape(-1).float()
+
+
 def psnr_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range: float = 1.0,
            quantize: bool = True) -> torch.Tensor:
     """PSNR on the Y channel (the SR benchmark number), per image ``(B,)``."""
@@ -98,7 +143,8 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range:
 
 
 class SRMetrics(Metric):
-    """Mean per-image PSNR and SSIM over a benchmark; sums and counts reduce by sum across ranks.
+    """Mean per-image PSNR, SSIM and MS-SSIM over a benchmark; sums and counts reduce by sum
+    across ranks, the MS-SSIM scale count by min (the fewest any image was measured on).
 
     Keep one instance per benchmark (e.g. in a ``ModuleDict``) so Set5 and Set14 never mix.
     """
@@ -114,16 +160,30 @@ class SRMetrics(Metric):
         self.y_channel = y_channel
         self.quantize = quantize
         self.data_range = data_range
-        for name in ("psnr_sum", "ssim_sum", "count"):
+        for name in ("psnr_sum", "ssim_sum", "ms_ssim_sum", "count"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("ms_ssim_scales", default=torch.tensor(float(len(MS_SSIM_BETAS)), dtype=torch.float64),
+                       dist_reduce_fx="min")
+        self._told_scales = False
 
     def update(self, sr: torch.Tensor, hr: torch.Tensor) -> None:
         options = dict(crop_border=self.crop_border, data_range=self.data_range, quantize=self.quantize,
                        y_channel=self.y_channel)
         self.psnr_sum += psnr(sr, hr, **options).double().sum()
         self.ssim_sum += ssim(sr, hr, **options).double().sum()
+        height, width = (size - 2 * self.crop_border for size in sr.shape[-2:])
+        scales = ms_ssim_scales(height, width)
+        if scales < len(MS_SSIM_BETAS) and not self._told_scales:
+            log.info("MS-SSIM on %dx%d px (after crop_border=%d) uses %d of %d scales, exponents renormalised "
+                     "(5 need >= 176 px): not comparable with 5-scale values", height, width, self.crop_border,
+                     scales, len(MS_SSIM_BETAS))
+            self._told_scales = True
+        self.ms_ssim_sum += ms_ssim(sr, hr, **options, scales=scales).double().sum()
+        self.ms_ssim_scales = torch.minimum(self.ms_ssim_scales, torch.tensor(float(scales), dtype=torch.float64,
+                                                                               device=self.ms_ssim_scales.device))
         self.count += sr.shape[0]
 
     def compute(self) -> dict[str, torch.Tensor]:
         # 0 / 0 gives NaN: an empty benchmark shows up as NaN instead of a plausible-looking 0.
-        return {"psnr": (self.psnr_sum / self.count).float(), "ssim": (self.ssim_sum / self.count).float()}
+        return {"psnr": (self.psnr_sum / self.count).float(), "ssim": (self.ssim_sum / self.count).float(),
+                "ms_ssim": (self.ms_ssim_sum / self.count).float(), "ms_ssim_scales": self.ms_ssim_scales.float()}

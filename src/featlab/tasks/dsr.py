@@ -151,7 +151,8 @@ class FaceDSRTask(RestorationTask):
         values = self.val_sr.compute()
         self.val_sr.reset()
         self.log("val/psnr", values["psnr"], prog_bar=True)
-        self.log("val/ssim", values["ssim"])
+        for name in ("ssim", "ms_ssim", "ms_ssim_scales"):
+            self.log(f"val/{name}", values[name])
 
     # -- recognition test ---------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -206,8 +207,8 @@ class FaceDSRTask(RestorationTask):
             values = metric.compute()
             metric.reset()
             suffix = "" if method == "dsr" else f"_{method}"
-            self.log(f"test/psnr{suffix}", values["psnr"], add_dataloader_idx=False)
-            self.log(f"test/ssim{suffix}", values["ssim"], add_dataloader_idx=False)
+            for name in ("psnr", "ssim", "ms_ssim") + (("ms_ssim_scales",) if method == "dsr" else ()):
+                self.log(f"test/{name}{suffix}", values[name], add_dataloader_idx=False)
         if "probe/label" not in self._embeddings or "gallery/label" not in self._embeddings:
             return
         settings = self.eval_settings
