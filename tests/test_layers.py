@@ -18,7 +18,7 @@ PACKAGE = Path(featlab.__file__).resolve().parent
 
 # Top-level name under featlab -> layer, bottom (0) to top. A module may import its own layer or below.
 LAYERS = {
-    "errors": 0, "config": 0, "files": 0, "checkpoints": 0, "runs": 0, "optim": 0, "overrides": 0, "loggers": 0, "runlog": 0,
+    "errors": 0, "config": 0, "files": 0, "checkpoints": 0, "runs": 0, "optim": 0, "overrides": 0, "loggers": 0, "runlog": 0, "extras": 0,
     "visualize": 0, "interface": 0, "__init__": 0,
     "backbones": 1, "data": 1,
     "callbacks": 2, "losses": 2, "nets": 2, "metrics": 2,

@@ -154,3 +154,22 @@ def test_finish_wandb_leaves_the_run_to_rank_zero(monkeypatch):
 
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     assert finish_wandb([WandbLogger()]) is None
+
+
+def test_config_tags_reach_the_loggers(train_run, monkeypatch):
+    """``tags=[...]`` go to W&B beside the study and the identifying overrides (debug=fdr is not one)."""
+    import featlab.train
+
+    seen = {}
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return build_loggers(*args, **kwargs)
+
+    monkeypatch.setattr(featlab.train, "build_loggers", recording)
+    overrides = ["experiment=sisr_l1", "net=espcn", "data.hr_crop=32", "data.batch_size=2", "data.repeat=1",
+                 "data.val_max_size=48", "debug=fdr", "tags=[ablation,v2]"]
+    results, _ = train_run(overrides)
+    assert results["status"] == "finished", results["error"]
+    assert seen["tags"] == ["sisr_l1", "ablation", "v2", "experiment=sisr_l1", "net=espcn", "data.hr_crop=32",
+                            "data.batch_size=2", "data.repeat=1", "data.val_max_size=48"]

@@ -37,6 +37,7 @@ from featlab.config import check_config_choices, config_source, to_plain, user_c
 from featlab.data.build import build_datamodule
 from featlab.data.images import ALL_REPORTS, DEFAULT_MAX_PIXELS, set_max_pixels
 from featlab.errors import ConfigError, user_error_in
+from featlab.extras import run_extras
 from featlab.files import ensure_dir
 from featlab.interface import Compilable
 from featlab.loggers import AppendingCSVLogger, build_loggers, finish_wandb, flatten
@@ -114,7 +115,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
     locks = [RunLock(run_dir).acquire()]  # before anything is written into the dir
     cfg.paths.output_dir = str(run_dir)  # configs may point into the run dir: ${paths.output_dir}/...
     try:
-        with ExitStack() as logs:
+        # extras: the config tree printed, known warnings silenced (until the run ends)
+        with run_extras(cfg.get("extras"), {k: v for k, v in to_plain(cfg).items() if k != "hydra"}), \
+                ExitStack() as logs:
             # Rank 0 keeps the run's train.log; other DDP ranks would interleave their lines into it.
             if rank_zero_only.rank == 0:
                 logs.enter_context(run_log(run_dir))
