@@ -6,7 +6,9 @@ import csv
 
 import torch
 
+from featlab.checkpoints import load_checkpoint, save_checkpoint
 from featlab.metrics.identification import CSV_COLUMNS
+from featlab.tasks.base import FeatlabTask
 from featlab.tasks.dsr import FaceDSRTask
 
 TINY = "edgeface_tiny_test"
@@ -83,19 +85,23 @@ def test_best_checkpoint_keeps_epoch_psnr_and_config_then_tests_via_dsr_gallery(
     assert results["metrics"]["test/id_gallery_via_dsr"] is True
 
 
-def test_published_int8_recognizer_runs_int8_while_the_identity_loss_trains_on_it_dequantised():
+def test_published_int8_recognizer_runs_int8_while_the_identity_loss_trains_on_it_dequantised(tmp_path):
     """task.recognizer.checkpoint=edgeface_xxs_q.pt (quantized=auto): the recognition test runs the
     published int8 model; the identity loss reads the same file as float weights and has gradients."""
     from pathlib import Path
 
     fixture = Path(__file__).resolve().parents[1] / "fixtures" / "official" / "edgeface_xxs_q" / "checkpoint.pth"
-    task = FaceDSRTask(
-        net={"_target_": "featlab.nets.dsr.DSRNet", "scale": 4, "base_channels": 8, "residual_blocks": 1},
-        loss={"identity": {"_target_": "featlab.losses.identity.IdentityLoss", "backbone": "edgeface_xxs_q",
-                           "checkpoint": str(fixture), "weight": 1.0}},
-        recognizer={"name": "edgeface_xxs_q", "checkpoint": str(fixture), "quantized": "auto"},
-        channels_last=False,
-    )
+
+    def build() -> FaceDSRTask:
+        return FaceDSRTask(
+            net={"_target_": "featlab.nets.dsr.DSRNet", "scale": 4, "base_channels": 8, "residual_blocks": 1},
+            loss={"identity": {"_target_": "featlab.losses.identity.IdentityLoss", "backbone": "edgeface_xxs_q",
+                               "checkpoint": str(fixture), "weight": 1.0}},
+            recognizer={"name": "edgeface_xxs_q", "checkpoint": str(fixture), "quantized": "auto"},
+            channels_last=False,
+        )
+
+    task = build()
     identity = task.loss.terms["identity"].embedder
     assert task.recognizer.quantized and not identity.quantized and identity is not task.recognizer
     hr = torch.rand(2, 3, 32, 32)
@@ -103,6 +109,14 @@ def test_published_int8_recognizer_runs_int8_while_the_identity_loss_trains_on_i
     total.backward()
     assert all(p.grad is not None for p in task.net.parameters() if p.requires_grad)
     # the int8 recogniser is rebuilt from the config like the float backbones: not in checkpoints
-    frozen = task.frozen_state_prefixes()
-    kept = [key for key in task.state_dict() if not key.startswith(frozen)]
-    assert not any(key.startswith(("recognizer.", "loss.terms.identity.embedder.")) for key in kept)
+    checkpoint = {"state_dict": task.state_dict()}
+    FeatlabTask.on_save_checkpoint(task, checkpoint)  # the part of the hook that needs no Trainer
+    assert not any(key.startswith(("recognizer.", "loss.terms.identity.embedder.")) for key in checkpoint["state_dict"])
+    save_checkpoint(checkpoint, tmp_path / "dsr.ckpt")
+    checkpoint = load_checkpoint(tmp_path / "dsr.ckpt")
+    # ... and a run evaluated from that file gets it back, int8 layers included (their module versions too)
+    restored = build()
+    restored.on_load_checkpoint(checkpoint)
+    restored.load_state_dict(checkpoint["state_dict"], strict=True)
+    x = torch.rand(1, 3, 112, 112)
+    torch.testing.assert_close(restored.recognizer(x), task.recognizer(x), rtol=0, atol=0)

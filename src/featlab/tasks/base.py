@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -179,13 +180,20 @@ class FeatlabTask(L.LightningModule):
             checkpoint["featlab_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Frozen backbones left out of the file keep the weights this task was built with."""
+        """Frozen backbones left out of the file keep the weights this task was built with, and their
+        module versions: an int8 recogniser's linears read their layout from them (``_metadata``)."""
         frozen = self.frozen_state_prefixes()
         state = checkpoint.get("state_dict")
         if frozen and isinstance(state, dict):
-            for key, value in self.state_dict().items():
-                if key.startswith(frozen) and key not in state:
-                    state[key] = value
+            own = self.state_dict()
+            merged = OrderedDict(state)
+            merged.update((key, value) for key, value in own.items() if key.startswith(frozen) and key not in state)
+            metadata = OrderedDict(getattr(state, "_metadata", None) or {})
+            for module, version in getattr(own, "_metadata", {}).items():
+                if (module + ".").startswith(frozen):
+                    metadata.setdefault(module, version)
+            merged._metadata = metadata  # type: ignore[attr-defined]
+            checkpoint["state_dict"] = merged
 
     # -- benchmarking -------------------------------------------------------------------------
     def synthetic_batch(self, batch_size: int, device: torch.device, **kwargs: Any) -> Any:
