@@ -105,7 +105,7 @@ def test_offline_wandb_run_is_named_grouped_tagged_and_summarised_from_the_sweep
     assert experiment.config["sweep.keys"] == "loss.perceptual.weight,data.hr_crop"
     (run_dir / "results.json").write_text(json.dumps({"status": "finished", "metrics": {"val/psnr": 21.5},
                                                       "speed": {"images_per_s": 3.0}, "config": {"x": 1}}))
-    command = finish_wandb(loggers)
+    command = finish_wandb(loggers).sync_command
     assert command is not None and command.startswith("wandb sync /")
     offline_dir = Path(command.split(" ", 2)[2])
     assert offline_dir.is_dir() and offline_dir.parent == (run_dir / "wandb").resolve()

@@ -351,16 +351,24 @@ def _read_results(save_dir: str | None) -> dict[str, Any] | None:
         return None
 
 
-def finish_wandb(loggers: Sequence[Logger], results: Mapping[str, Any] | None = None) -> str | None:
-    """End the W&B run of this job (multirun jobs otherwise share one run); return the sync command.
+@dataclass(frozen=True)
+class WandbRun:
+    """Where a finished W&B run is: its page (online) or the command that uploads it (offline)."""
+
+    url: str | None = None
+    sync_command: str | None = None
+
+
+def finish_wandb(loggers: Sequence[Logger], results: Mapping[str, Any] | None = None) -> WandbRun | None:
+    """End the W&B run of this job (multirun jobs otherwise share one run); say where it is.
 
     ``results`` (default: the run dir's ``results.json``) becomes the W&B run summary, and a failed
     run is finished with exit code 1 so W&B marks it failed. Only rank 0 owns a W&B run under DDP;
-    other ranks return without touching it.
+    other ranks return without touching it. None when there is no W&B logger.
     """
     if rank_zero_only.rank != 0:
         return None
-    command = None
+    found = None
     for logger in loggers:
         if type(logger).__name__ != "WandbLogger":
             continue
@@ -372,6 +380,8 @@ def finish_wandb(loggers: Sequence[Logger], results: Mapping[str, Any] | None = 
             failed = summary.get("status") == "failed"
         run_dir = getattr(experiment, "dir", None)
         if getattr(logger, "featlab_mode", "") == "offline" and isinstance(run_dir, str) and run_dir:
-            command = f"wandb sync {Path(run_dir).parent.resolve()}"
+            found = WandbRun(sync_command=f"wandb sync {Path(run_dir).parent.resolve()}")
+        else:
+            found = WandbRun(url=getattr(experiment, "url", None))  # read before finish()
         experiment.finish(exit_code=1 if failed else 0)
-    return command
+    return found

@@ -29,7 +29,7 @@ from featlab.callbacks.faults import ENV as FAULT_ENV
 from featlab.callbacks.faults import FaultInjector
 from featlab.callbacks.images import ImageGridLogger
 from featlab.callbacks.progress import ProgressLog
-from featlab.callbacks.results import ResultsWriter
+from featlab.callbacks.results import ResultsWriter, run_summary
 from featlab.callbacks.resume import CheckpointOnSignal, RNGState
 from featlab.checkpoints import SafeCheckpointIO
 from featlab.cli import exit_on_user_error
@@ -196,11 +196,14 @@ def train_in(cfg: DictConfig, run_dir: Path, overrides: list[str], study: str, n
             raise SystemExit(SIGTERM_EXIT_CODE) from None
         raise
     finally:
-        sync = finish_wandb(loggers)
+        wandb = finish_wandb(loggers)
     results = writer.write(trainer, task)
-    if sync:
-        log.info("W&B ran offline; upload with: %s", sync)
-        results["wandb_sync"] = sync
+    if wandb is not None and wandb.url:
+        results["wandb_url"] = wandb.url
+    elif wandb is not None and wandb.sync_command:
+        results["wandb_sync"] = wandb.sync_command
+    if rank_zero_only.rank == 0:
+        log.info("%s", run_summary(results, writer.path, monitored_metric(cfg), wandb))
     return results
 
 
@@ -264,10 +267,14 @@ def multirun_job_scope():
         sys.argv = saved_argv
 
 
+def monitored_metric(cfg: DictConfig) -> str:
+    """The metric the task's best checkpoint is chosen by (``task.monitor.metric``)."""
+    return str(cfg.task.get("monitor", {}).get("metric", "val/loss"))
+
+
 def objective(results: dict, cfg: DictConfig) -> float:
     """The task's monitored metric as a float: what Optuna (hydra/sweeper=optuna_tpe) optimises."""
-    metric = str(cfg.task.get("monitor", {}).get("metric", "val/loss"))
-    value = (results.get("metrics") or {}).get(metric)
+    value = (results.get("metrics") or {}).get(monitored_metric(cfg))
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -17,6 +17,7 @@ from featlab.callbacks.throughput import ThroughputMonitor
 from featlab.data.images import skipped_files
 from featlab.files import WriteError, disk_usage, write_json
 from featlab.interface import HasExtraResults
+from featlab.loggers import WandbRun
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +116,30 @@ class ResultsWriter(L.Callback):
                 # the run is already failing (often for the same full disk): keep its own error
                 log.error("%s", err)
         return results
+
+
+def run_summary(results: dict, results_path: Path, monitor: str, wandb: WandbRun | None = None) -> str:
+    """The lines a run ends with: its best value of the monitored metric, where results.json and
+    the kept checkpoints are, and where its W&B run is (the page, or the command that uploads an
+    offline run). What a researcher looks for after a long run, without searching the log."""
+    run_dir = results_path.parent
+    best = results.get("best_checkpoint") or {}
+    value = best.get("score")
+    if value is None:
+        value = (results.get("metrics") or {}).get(monitor)
+    if isinstance(value, float):
+        value = f"{value:.6g}"
+    where = f" (checkpoint {Path(best['path']).name})" if best.get("path") else ""
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    lines = [
+        f"run {results.get('status')}: {run_dir}",
+        f"  best {monitor}: {value if value is not None else 'n/a'}{where}",
+        f"  results: {results_path}",
+        f"  checkpoints: {', '.join(checkpoints) if checkpoints else 'none kept'}"
+        + (f" (in {run_dir / 'checkpoints'})" if checkpoints else ""),
+    ]
+    if wandb is not None and wandb.url:
+        lines.append(f"  W&B: {wandb.url}")
+    elif wandb is not None and wandb.sync_command:
+        lines.append(f"  W&B ran offline; upload with: {wandb.sync_command}")
+    return "\n".join(lines)
