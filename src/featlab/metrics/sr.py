@@ -18,6 +18,7 @@ fewer scales is not comparable with a 5-scale one, so the scale count is reporte
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +144,7 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range:
 
 
 class SRMetrics(Metric):
-    """Mean per-image PSNR, SSIM and MS-SSIM over a benchmark; sums and counts reduce by sum
+    """Mean per-image PSNR, SSIM, MS-SSIM (and LPIPS when given a scorer) over a benchmark; sums and counts reduce by sum
     across ranks, the MS-SSIM scale count by min (the fewest any image was measured on).
 
     Keep one instance per benchmark (e.g. in a ``ModuleDict``) so Set5 and Set14 never mix.
@@ -154,13 +155,17 @@ class SRMetrics(Metric):
     is_differentiable = False
 
     def __init__(self, crop_border: int = 0, y_channel: bool = True, quantize: bool = True,
-                 data_range: float = 1.0, **kwargs) -> None:
+                 data_range: float = 1.0, lpips: Callable[..., torch.Tensor] | None = None, **kwargs) -> None:
+        """``lpips``: a shared scorer (``metrics.lpips.build_lpips``) adds ``lpips`` to the results;
+        it is held outside the module tree so one network serves every benchmark and is never
+        saved in checkpoints."""
         super().__init__(**kwargs)
+        self._lpips = (lpips,) if lpips is not None else ()
         self.crop_border = crop_border
         self.y_channel = y_channel
         self.quantize = quantize
         self.data_range = data_range
-        for name in ("psnr_sum", "ssim_sum", "ms_ssim_sum", "count"):
+        for name in ("psnr_sum", "ssim_sum", "ms_ssim_sum", "lpips_sum", "count"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("ms_ssim_scales", default=torch.tensor(float(len(MS_SSIM_BETAS)), dtype=torch.float64),
                        dist_reduce_fx="min")
@@ -181,9 +186,13 @@ class SRMetrics(Metric):
         self.ms_ssim_sum += ms_ssim(sr, hr, **options, scales=scales).double().sum()
         self.ms_ssim_scales = torch.minimum(self.ms_ssim_scales, torch.tensor(float(scales), dtype=torch.float64,
                                                                                device=self.ms_ssim_scales.device))
+        for scorer in self._lpips:
+            self.lpips_sum += scorer(sr, hr, crop_border=self.crop_border, data_range=self.data_range,
+                                     quantize=self.quantize).double().sum()
         self.count += sr.shape[0]
 
     def compute(self) -> dict[str, torch.Tensor]:
         # 0 / 0 gives NaN: an empty benchmark shows up as NaN instead of a plausible-looking 0.
         return {"psnr": (self.psnr_sum / self.count).float(), "ssim": (self.ssim_sum / self.count).float(),
-                "ms_ssim": (self.ms_ssim_sum / self.count).float(), "ms_ssim_scales": self.ms_ssim_scales.float()}
+                "ms_ssim": (self.ms_ssim_sum / self.count).float(), "ms_ssim_scales": self.ms_ssim_scales.float(),
+                **({"lpips": (self.lpips_sum / self.count).float()} if self._lpips else {})}

@@ -40,7 +40,6 @@ from featlab.metrics.identification import (
     threshold_sweep,
     write_predictions_csv,
 )
-from featlab.metrics.sr import SRMetrics
 from featlab.tasks.restoration import RestorationTask
 
 log = logging.getLogger(__name__)
@@ -106,8 +105,8 @@ class FaceDSRTask(RestorationTask):
         self.build_restoration(net, loss)
         self._share_recognizer()
         self.scale = int(getattr(self.net, "scale", 0) or 0)
-        self.val_sr = SRMetrics(crop_border=psnr_crop_border)
-        self.test_sr = nn.ModuleDict({m: SRMetrics(crop_border=psnr_crop_border) for m in ("dsr", "bicubic")})
+        self.val_sr = self.sr_metrics(crop_border=psnr_crop_border)
+        self.test_sr = nn.ModuleDict({m: self.sr_metrics(crop_border=psnr_crop_border) for m in ("dsr", "bicubic")})
         self._embeddings: dict[str, list[torch.Tensor]] = {}
         self.identification: dict[str, Any] = {}
 
@@ -151,8 +150,9 @@ class FaceDSRTask(RestorationTask):
         values = self.val_sr.compute()
         self.val_sr.reset()
         self.log("val/psnr", values["psnr"], prog_bar=True)
-        for name in ("ssim", "ms_ssim", "ms_ssim_scales"):
-            self.log(f"val/{name}", values[name])
+        for name in ("ssim", "ms_ssim", "ms_ssim_scales", "lpips"):
+            if name in values:  # lpips only when its weights are on disk
+                self.log(f"val/{name}", values[name])
 
     # -- recognition test ---------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -207,8 +207,9 @@ class FaceDSRTask(RestorationTask):
             values = metric.compute()
             metric.reset()
             suffix = "" if method == "dsr" else f"_{method}"
-            for name in ("psnr", "ssim", "ms_ssim") + (("ms_ssim_scales",) if method == "dsr" else ()):
-                self.log(f"test/{name}{suffix}", values[name], add_dataloader_idx=False)
+            for name in ("psnr", "ssim", "ms_ssim", "lpips") + (("ms_ssim_scales",) if method == "dsr" else ()):
+                if name in values:  # lpips only when its weights are on disk
+                    self.log(f"test/{name}{suffix}", values[name], add_dataloader_idx=False)
         if "probe/label" not in self._embeddings or "gallery/label" not in self._embeddings:
             return
         settings = self.eval_settings

@@ -20,6 +20,8 @@ from featlab.data.resize import bicubic_upscale
 from featlab.errors import ConfigError
 from featlab.interface import DegradesOnDevice
 from featlab.losses.composite import CompositeLoss
+from featlab.metrics.lpips import build_lpips
+from featlab.metrics.sr import SRMetrics
 from featlab.nets.published import build_net
 from featlab.tasks.base import FeatlabTask
 from featlab.visualize import grid_from_columns
@@ -34,10 +36,19 @@ class RestorationTask(FeatlabTask):
     net: nn.Module
     loss: CompositeLoss
 
-    def __init__(self, *, channels_last: bool = True, preview_rows: int = 2, **common: Any) -> None:
+    def __init__(self, *, channels_last: bool = True, preview_rows: int = 2, eval_lpips: Mapping | None = None,
+                 **common: Any) -> None:
+        """``eval_lpips``: ``{net, backbone_weights}`` for LPIPS beside PSNR/SSIM/MS-SSIM when its
+        weights are on disk (skipped with one log line otherwise, never downloaded); null: off."""
         super().__init__(channels_last=channels_last, **common)
         self.preview_rows = preview_rows
         self.scale = 0
+        scorer = build_lpips(**eval_lpips) if eval_lpips else None
+        self._lpips = (scorer,) if scorer is not None else ()  # a tuple: not a submodule, not checkpointed
+
+    def sr_metrics(self, crop_border: int) -> SRMetrics:
+        """PSNR/SSIM/MS-SSIM (+ LPIPS when available) of one benchmark, with this task's LPIPS scorer."""
+        return SRMetrics(crop_border=crop_border, lpips=self._lpips[0] if self._lpips else None)
 
     def build_restoration(self, net: Mapping, loss: Mapping) -> None:
         """The network (in channels_last memory when the task runs so) and the weighted loss.

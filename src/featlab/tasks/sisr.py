@@ -42,7 +42,7 @@ class SISRTask(RestorationTask):
     def _metrics(self, stage: str, name: str, kind: str) -> SRMetrics:
         key = f"{stage}/{name}/{kind}"
         if key not in self.eval_metrics:
-            self.eval_metrics[key] = SRMetrics(crop_border=self.scale).to(self.device)
+            self.eval_metrics[key] = self.sr_metrics(crop_border=self.scale).to(self.device)
         return self.eval_metrics[key]  # type: ignore[return-value]
 
     def _eval_step(self, stage: str, batch: dict, dataloader_idx: int) -> None:
