@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+import featlab
 from featlab.config import compose, config_dir
 from featlab.errors import ConfigError
 
@@ -85,13 +90,58 @@ def test_short_run_writes_results_log_checkpoint_and_grids(short_run):
     assert results["config"]["overrides"][0] == "experiment=sisr_dino"
 
 
-def test_eval_reproduces_the_test_metrics(short_run, tmp_path):
+def test_eval_reproduces_the_test_metrics_and_logs_them(short_run, tmp_path, capsys):
+    """With the run's logger config (here the default: CSV and W&B, offline without credentials)."""
     from featlab.eval import evaluate
 
     results, run_dir = short_run
     best = results["best_checkpoint"]["path"]
     evaluated = evaluate(best, ["data.num_workers=0"], output=str(tmp_path / "eval"))
     assert evaluated["metrics"]["test/psnr"] == pytest.approx(results["metrics"]["test/psnr"], abs=1e-4)
+    with (tmp_path / "eval" / "csv" / "metrics.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["test/psnr"]) == pytest.approx(evaluated["metrics"]["test/psnr"], abs=1e-4)
+    offline = list((tmp_path / "eval" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and f"wandb sync {offline[0].resolve()}" in capsys.readouterr().out
+    assert evaluated["config"]["paths"]["output_dir"] == str(tmp_path / "eval")
+
+
+def test_eval_uses_the_trainer_config(short_run, tmp_path, monkeypatch):
+    import featlab.eval
+    from featlab.train import build_trainer
+
+    built = []
+
+    def recording(*args, **kwargs):
+        built.append(build_trainer(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(featlab.eval, "build_trainer", recording)
+    results, _ = short_run
+    featlab.eval.evaluate(results["best_checkpoint"]["path"], ["data.num_workers=0", "logger=csv",
+                          "trainer.precision=bf16-mixed", "trainer.limit_test_batches=1"], output=str(tmp_path / "e"))
+    trainer = built[0]
+    assert trainer.precision == "bf16-mixed" and trainer.limit_test_batches == 1
+    assert type(trainer.accelerator).__name__ == "CPUAccelerator" and trainer.num_devices == 1
+    assert [type(logger).__name__ for logger in trainer.loggers] == ["AppendingCSVLogger"]
+
+
+@pytest.mark.slow
+def test_eval_on_two_ddp_processes_writes_one_folder(short_run, tmp_path):
+    """trainer.devices=2: the rank Lightning starts re-runs the command and must write into rank 0's
+    folder (a default eval-<time> name is made per process), not a second one."""
+    results, run_dir = short_run
+    command = [sys.executable, "-m", "featlab.eval", f"ckpt_path={results['best_checkpoint']['path']}",
+               "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp", "logger=csv",
+               "data.num_workers=0"]
+    before = set(run_dir.glob("eval-*"))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(featlab.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = sorted(set(run_dir.glob("eval-*")) - before)
+    assert len(made) == 1 and (made[0] / "results.json").is_file()
+    assert json.loads((made[0] / "results.json").read_text())["metrics"]["test/psnr"] > 0
+    assert "testing on 2 devices" in done.stderr
 
 
 def test_eval_missing_checkpoint_is_one_clear_line(capsys):
