@@ -157,3 +157,29 @@ def check_config_choices(overrides: list[str], extra_dirs: list[Path] | None = N
         for option in (v.strip() for v in value.split(",")):
             if option and option != "null" and option not in valid:
                 raise unknown_name(group, option, valid, f"{group} config")
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, or None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def check_sweeper_storage(argv: list[str]) -> None:
+    """``hydra.sweeper.storage=sqlite:///...`` works only where Optuna can reach its database.
+
+    hydra-optuna-sweeper allows Optuna 2 only, whose database storage predates SQLAlchemy 2 (it
+    fails deep inside Optuna with a bare AssertionError). Said here as one line, before any job runs.
+    """
+    given = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+").startswith("hydra.sweeper.storage=")]
+    if not given or given[-1].strip("'\"") in ("", "null"):
+        return
+    optuna, sqlalchemy = package_version("optuna"), package_version("sqlalchemy")
+    if optuna and sqlalchemy and int(optuna.split(".")[0]) < 3 and int(sqlalchemy.split(".")[0]) >= 2:
+        raise ConfigError("hydra.sweeper.storage", f"Optuna {optuna} (the newest hydra-optuna-sweeper allows) cannot "
+                          f"use SQLAlchemy {sqlalchemy}: pip install 'sqlalchemy<2' (as featlab's [sweeps] extra "
+                          "does), or leave the storage null")

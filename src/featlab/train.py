@@ -33,7 +33,13 @@ from featlab.callbacks.results import ResultsWriter, run_summary
 from featlab.callbacks.resume import CheckpointOnSignal, RNGState
 from featlab.checkpoints import SafeCheckpointIO
 from featlab.cli import exit_on_user_error
-from featlab.config import check_config_choices, config_source, to_plain, user_config_dirs
+from featlab.config import (
+    check_config_choices,
+    check_sweeper_storage,
+    config_source,
+    to_plain,
+    user_config_dirs,
+)
 from featlab.data.build import build_datamodule
 from featlab.data.images import ALL_REPORTS, DEFAULT_MAX_PIXELS, set_max_pixels
 from featlab.errors import ConfigError, user_error_in
@@ -298,10 +304,15 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
 
 
 def cli() -> None:
-    """``featlab train`` / ``python train.py``: unknown group options and missing user config dirs
-    fail as one line before Hydra composes anything."""
+    """``featlab train`` / ``python train.py``: unknown group options, missing user config dirs and a
+    sweeper storage Optuna cannot open fail as one line before Hydra composes anything."""
     argv = sys.argv[1:]
-    exit_on_user_error(lambda: check_config_choices(argv, user_config_dirs(argv)))
+
+    def check() -> None:
+        check_config_choices(argv, user_config_dirs(argv))
+        check_sweeper_storage(argv)
+
+    exit_on_user_error(check)
     main()
 
 

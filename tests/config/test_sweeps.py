@@ -18,7 +18,8 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from featlab.config import compose, config_dir
+from featlab.config import check_sweeper_storage, compose, config_dir, package_version
+from featlab.errors import ConfigError
 from featlab.loggers import read_launch, sweep_identity_for, swept_keys
 from featlab.tools.report import write_report
 
@@ -179,3 +180,47 @@ def test_optuna_sweep_runs_trials_and_reads_the_monitored_metric(tmp_path):
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     psnrs = [json.loads((sweep_dir / str(i) / "results.json").read_text())["metrics"]["val/psnr"] for i in (0, 1)]
     assert best.best_value == pytest.approx(max(psnrs))  # val/psnr, maximised
+
+
+def optuna_storage_works() -> bool:
+    """hydra-optuna-sweeper's Optuna 2 opens a database only with SQLAlchemy 1.x (the [sweeps] extra)."""
+    version = package_version("sqlalchemy")
+    return plugin_installed("hydra_plugins.hydra_optuna_sweeper") and version is not None and int(version.split(".")[0]) < 2
+
+
+@pytest.mark.parametrize(("optuna", "sqlalchemy", "refused"), [("2.10.1", "2.1.9", True), ("2.10.1", "1.4.54", False),
+                                                                 ("3.6.1", "2.0.30", False)])
+def test_a_storage_optuna_cannot_open_is_one_line_before_any_job(monkeypatch, optuna, sqlalchemy, refused):
+    import featlab.config
+
+    monkeypatch.setattr(featlab.config, "package_version", {"optuna": optuna, "sqlalchemy": sqlalchemy}.get)
+    argv = ["+sweep=sisr_loss_weight", "hydra/sweeper=optuna_tpe", "hydra.sweeper.storage=sqlite:///runs/o.db"]
+    if refused:
+        with pytest.raises(ConfigError, match=r"^hydra.sweeper.storage: Optuna 2.10.1 .* SQLAlchemy 2.1.9: pip install 'sqlalchemy<2'"):
+            check_sweeper_storage(argv)
+    else:
+        check_sweeper_storage(argv)
+    check_sweeper_storage([*argv[:2], "hydra.sweeper.storage=null"])  # no storage: nothing to open
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not optuna_storage_works(), reason="needs hydra-optuna-sweeper and SQLAlchemy < 2 (pip install '.[sweeps]')")
+def test_optuna_search_resumes_from_its_sqlite_storage(tmp_path):
+    """Two launches on one sqlite file are one study: the second sees the first's trial and reports the
+    best of both."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    for launch in ("first", "second"):
+        command = [sys.executable, "train.py", "-m", "+sweep=sisr_loss_weight", "hydra/sweeper=optuna_tpe",
+                   "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}", *TINY[1:], "data.hr_crop=32",
+                   f"hydra.sweep.dir={tmp_path / launch}", SHORT_DIRS]
+        done = subprocess.run(command, cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    psnrs = [json.loads((tmp_path / launch / "0" / "results.json").read_text())["metrics"]["val/psnr"]
+             for launch in ("first", "second")]
+    study = optuna.load_study(study_name="sisr_loss_weight", storage=storage)
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert [trial.value for trial in study.trials] == pytest.approx(psnrs)
+    assert OmegaConf.load(tmp_path / "second" / "optimization_results.yaml").best_value == pytest.approx(max(psnrs))
