@@ -246,15 +246,17 @@ def test_ms_ssim_scale_counts_follow_the_short_side():
         ms_ssim(image, image, scales=5)
 
 
-def test_srmetrics_reports_ms_ssim_and_its_scale_count(caplog):
+def test_srmetrics_reports_ms_ssim_and_its_scale_count(caplog, monkeypatch):
     sr_levels, hr_levels = noisy_pair(4, 72, 72)
-    metric = SRMetrics(crop_border=4)  # 64 px left: 3 scales
+    metric, bicubic_twin = SRMetrics(crop_border=4), SRMetrics(crop_border=4)  # 64 px left: 3 scales
+    monkeypatch.setattr("featlab.metrics.sr._TOLD_SIZES", set())
     with caplog.at_level("INFO", logger="featlab.metrics.sr"):
         metric.update(levels(sr_levels), levels(hr_levels))
         metric.update(levels(hr_levels), levels(hr_levels))
+        bicubic_twin.update(levels(hr_levels), levels(hr_levels))
     values = metric.compute()
     single = ms_ssim(levels(sr_levels), levels(hr_levels), crop_border=4).item()
     assert values["ms_ssim"].item() == pytest.approx((single + 1.0) / 2, abs=1e-6)  # mean over images
     assert values["ms_ssim_scales"].item() == 3.0
     told = [r.getMessage() for r in caplog.records if "MS-SSIM" in r.getMessage()]
-    assert len(told) == 1 and "uses 3 of 5 scales" in told[0]  # one line, not one per batch
+    assert len(told) == 1 and "uses 3 of 5 scales" in told[0]  # one line, not one per batch or metric

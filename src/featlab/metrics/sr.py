@@ -12,7 +12,7 @@ need at least 176 px on the short side after cropping (torchmetrics' check: side
 smaller images are measured with the most scales that fit, the finest ones, their exponents
 renormalised to sum to 1 (a 256 px image gets 5, 128 px 4, 64 px 3, 12 px 2). A value on
 fewer scales is not comparable with a 5-scale one, so the scale count is reported beside it
-(``ms_ssim_scales``, the fewest over the benchmark) and logged once per metric.
+(``ms_ssim_scales``, the fewest over the benchmark) and logged once per image size.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ MSE_FLOOR = 1e-10  # keeps PSNR of identical images finite (~148 dB) so means st
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
 
 log = logging.getLogger(__name__)
+_TOLD_SIZES: set[tuple[int, int, int]] = set()  # image sizes whose MS-SSIM scale count was logged (once a process)
 
 
 def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +170,6 @@ class SRMetrics(Metric):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("ms_ssim_scales", default=torch.tensor(float(len(MS_SSIM_BETAS)), dtype=torch.float64),
                        dist_reduce_fx="min")
-        self._told_scales = False
 
     def update(self, sr: torch.Tensor, hr: torch.Tensor) -> None:
         options = dict(crop_border=self.crop_border, data_range=self.data_range, quantize=self.quantize,
@@ -178,11 +178,11 @@ class SRMetrics(Metric):
         self.ssim_sum += ssim(sr, hr, **options).double().sum()
         height, width = (size - 2 * self.crop_border for size in sr.shape[-2:])
         scales = ms_ssim_scales(height, width)
-        if scales < len(MS_SSIM_BETAS) and not self._told_scales:
+        if scales < len(MS_SSIM_BETAS) and (height, width, self.crop_border) not in _TOLD_SIZES:
             log.info("MS-SSIM on %dx%d px (after crop_border=%d) uses %d of %d scales, exponents renormalised "
                      "(5 need >= 176 px): not comparable with 5-scale values", height, width, self.crop_border,
                      scales, len(MS_SSIM_BETAS))
-            self._told_scales = True
+            _TOLD_SIZES.add((height, width, self.crop_border))
         self.ms_ssim_sum += ms_ssim(sr, hr, **options, scales=scales).double().sum()
         self.ms_ssim_scales = torch.minimum(self.ms_ssim_scales, torch.tensor(float(scales), dtype=torch.float64,
                                                                                device=self.ms_ssim_scales.device))
