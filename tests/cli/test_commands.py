@@ -47,8 +47,8 @@ def test_every_subcommand_answers_help(name, capsys):
 
 def test_key_value_tools_document_every_key(capsys):
     from featlab.cli import field_docs
-    from featlab.tools.export_onnx import ExportArgs
     from featlab.tools.deploy_bench import DeployBenchArgs
+    from featlab.tools.export_onnx import ExportArgs
     from featlab.tools.upscale import UpscaleArgs
 
     for schema in (UpscaleArgs, ExportArgs, DeployBenchArgs):
