@@ -59,3 +59,34 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     ckpt = save_net_checkpoint(tmp_path / "e.ckpt", EDSR_CFG, EDSR(2, n_resblocks=1, n_feats=8))
     assert main([f"ckpt_path={ckpt}", "exporter=tensorrt", f"output={tmp_path / 'x.onnx'}"]) == 2
     assert capsys.readouterr().err.startswith("error: exporter:")
+
+
+PORTABLE_NETS = {
+    "swinir": {"scale": 2, "embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4},
+    "nafnet": {"scale": 1, "width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]},
+    "scunet": {"scale": 1, "dim": 16, "config": [2] * 7, "head_dim": 8, "window_size": 4},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PORTABLE_NETS))
+def test_portable_export_uses_only_conservative_operators(name, tmp_path):
+    """Shifted-window masks (Concat/Gather, no Range) and LayerNorm as arithmetic: nothing else is left,
+    and the file still computes the network at untraced sizes."""
+    from featlab.nets.sr import build_sr_net
+    from featlab.tools.export_onnx import nonportable_ops, onnx_inventory
+
+    torch.manual_seed(0)
+    net = build_sr_net(name, **PORTABLE_NETS[name]).eval()
+    default = export_onnx(net, tmp_path / "default.onnx", exporter="legacy")
+    portable = export_onnx(net, tmp_path / "portable.onnx", exporter="legacy", portable=True)
+    assert "LayerNormalization" in onnx_inventory(default)
+    assert nonportable_ops(portable) == []
+    for b, h, w in [(1, 16, 16), (2, 23, 37)]:
+        assert onnx_max_abs_diff(net, portable, torch.rand(b, 3, h, w)) < 1e-4
+    assert any(isinstance(m, torch.nn.LayerNorm) or type(m).__name__ == "LayerNorm2d" for m in net.modules())
+
+
+def test_portable_cli_says_what_remains(tmp_path, capsys):
+    ckpt = save_net_checkpoint(tmp_path / "e.ckpt", EDSR_CFG, EDSR(2, n_resblocks=1, n_feats=8))
+    assert main([f"ckpt_path={ckpt}", f"output={tmp_path / 'p.onnx'}", "portable=true", "exporter=legacy"]) == 0
+    assert "portable: every operator is in the conservative set" in capsys.readouterr().out

@@ -11,7 +11,7 @@ of ``repeats`` timed forwards after ``warmup`` for eager PyTorch (the baseline),
 layers where a net has any. fp32 paths report their max abs difference to eager; int8 reports the
 PSNR it costs against the HR photo (embedded photos, MATLAB-bicubic LR), which only means something
 with real weights. Each export's ONNX operator inventory is listed with the operators outside
-:data:`CONSERVATIVE_OPS`. Writes ``output`` (JSON) and a Markdown table beside it.
+``export_onnx.CONSERVATIVE_OPS``. Writes ``output`` (JSON) and a Markdown table beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from torch import nn
 from featlab.cli import run_cli
 from featlab.errors import require, unknown_name
 from featlab.files import write_text
+from featlab.tools.export_onnx import CONSERVATIVE_OPS
 
 #: id -> published-size label (featlab.nets.published.PUBLISHED_SIZES) or featlab's own small net.
 NETS = {
@@ -43,15 +44,6 @@ NETS = {
     "scunet": ("SCUNet", None, None),
 }
 PATHS = ("eager", "channels_last", "compile", "onnxruntime", "int8")
-#: Operators that minimal runtimes (mobile/embedded ONNX runtimes, TensorRT, converters to TFLite)
-#: all support; anything else is listed as a portability risk.
-CONSERVATIVE_OPS = frozenset({
-    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Erf", "Tanh", "Sigmoid", "Relu", "LeakyRelu",
-    "PRelu", "Clip", "Min", "Max", "Conv", "ConvTranspose", "MatMul", "Gemm", "Softmax", "ReduceMean",
-    "ReduceSum", "Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze", "Flatten",
-    "Shape", "Constant", "ConstantOfShape", "Identity", "Cast", "Expand", "Pad", "Resize", "DepthToSpace",
-    "SpaceToDepth", "AveragePool", "MaxPool", "GlobalAveragePool", "Equal", "Where", "Floor", "Ceil", "Mod",
-})
 
 
 @dataclass
@@ -67,6 +59,7 @@ class DeployBenchArgs:
     repeats: int = 5                  # timed forwards; the median is reported
     threads: int = 0                  # torch/ONNX Runtime intra-op threads (0: torch's default)
     exporter: str = "legacy"          # ONNX exporter for the onnxruntime path: legacy (fast) | dynamo
+    portable: bool = False            # export with export_onnx's portable rewrite (LayerNorm as arithmetic)
     output: str = "deploy_bench.json"  # results (JSON); a Markdown table is written beside it (.md)
 
 
@@ -140,15 +133,6 @@ def photo_tile(side: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     return lr, hr
 
 
-def onnx_inventory(path: Path) -> list[str]:
-    """Every operator type in the file, functions (dynamo exports) included."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    graphs = [model.graph.node, *(f.node for f in model.functions)]
-    return sorted({node.op_type for nodes in graphs for node in nodes})
-
-
 def bench_net(net: nn.Module, label: str, net_id: str, tile: int, paths: list[str], args: DeployBenchArgs,
               workdir: Path) -> NetResult:
     from featlab.metrics.sr import psnr
@@ -196,10 +180,10 @@ def bench_net(net: nn.Module, label: str, net_id: str, tile: int, paths: list[st
 def _onnx_path(net, lr, net_id, workdir, timed, args) -> tuple[list[str], list[str]]:
     import onnxruntime as ort
 
-    from featlab.tools.export_onnx import export_onnx
+    from featlab.tools.export_onnx import export_onnx, onnx_inventory
 
     start = time.perf_counter()
-    path = export_onnx(net, workdir / f"{net_id}.onnx", opset=18, exporter=args.exporter)
+    path = export_onnx(net, workdir / f"{net_id}.onnx", opset=18, exporter=args.exporter, portable=args.portable)
     options = ort.SessionOptions()
     if args.threads:
         options.intra_op_num_threads = args.threads

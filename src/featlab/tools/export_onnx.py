@@ -35,6 +35,15 @@ from featlab.tools.checkpoint import load_net_from_checkpoint
 log = logging.getLogger(__name__)
 
 EXPORTERS = ("dynamo", "legacy")
+#: Operators every minimal runtime we know of handles (mobile/embedded ONNX runtimes, TensorRT,
+#: converters to TFLite/Core ML); ``portable=true`` rewrites what it can into these and names the rest.
+CONSERVATIVE_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Erf", "Tanh", "Sigmoid", "Relu", "LeakyRelu",
+    "PRelu", "Clip", "Min", "Max", "Conv", "ConvTranspose", "MatMul", "Gemm", "Softmax", "ReduceMean",
+    "ReduceSum", "Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze", "Flatten",
+    "Shape", "Constant", "ConstantOfShape", "Identity", "Cast", "Expand", "Pad", "Resize", "DepthToSpace",
+    "SpaceToDepth", "AveragePool", "MaxPool", "GlobalAveragePool", "Equal", "Where", "Floor", "Ceil", "Mod",
+})
 
 
 @dataclass
@@ -44,7 +53,8 @@ class ExportArgs:
     ckpt_path: str = "???"       # SR training checkpoint to export
     output: str = "model.onnx"   # ONNX file to write
     opset: int = 18              # ONNX opset to target
-    exporter: str = "dynamo"     # torch.onnx exporter: dynamo | torchscript
+    exporter: str = "dynamo"     # torch.onnx exporter: dynamo | legacy
+    portable: bool = False       # rewrite LayerNorm into arithmetic and list ops outside the conservative set
     verify: bool = True          # run onnxruntime at an untraced size and compare with PyTorch
     atol: float = 1e-3           # largest accepted |ONNX - PyTorch| when verifying
 
@@ -56,11 +66,62 @@ def example_input(net: nn.Module, batch: int = 2, extra: int = 0) -> torch.Tenso
     return torch.rand(batch, int(getattr(net, "in_channels", 3)), h, w)
 
 
-def export_onnx(net: nn.Module, path: str | Path, opset: int = 18, exporter: str = "dynamo") -> Path:
-    """Write ``net`` (eval mode, fp32, CPU) to ``path`` with dynamic batch/height/width axes."""
+class ArithmeticLayerNorm(nn.Module):
+    """LayerNorm over the last (or, for NCHW maps, the channel) dimension written as mean/variance
+    arithmetic, for runtimes without ``LayerNormalization`` (an opset-17 operator)."""
+
+    def __init__(self, norm: nn.Module, channels_first: bool) -> None:
+        super().__init__()
+        self.weight, self.bias, self.eps, self.channels_first = norm.weight, norm.bias, norm.eps, channels_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            x = x.permute(0, 2, 3, 1)
+        centred = x - x.mean(dim=-1, keepdim=True)
+        y = centred / torch.sqrt((centred * centred).mean(dim=-1, keepdim=True) + self.eps)
+        y = y * self.weight + self.bias
+        return y.permute(0, 3, 1, 2) if self.channels_first else y
+
+
+def portable_copy(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` whose LayerNorms export as arithmetic; the original is untouched."""
+    import copy
+
+    from featlab.nets.sr.blocks import LayerNorm2d
+
+    net = copy.deepcopy(net)
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1 and child.elementwise_affine:
+                setattr(parent, name, ArithmeticLayerNorm(child, channels_first=False))
+            elif isinstance(child, LayerNorm2d):
+                setattr(parent, name, ArithmeticLayerNorm(child, channels_first=True))
+    return net
+
+
+def onnx_inventory(path: str | Path) -> list[str]:
+    """Every operator type in an ONNX file, its local functions (dynamo exports) included."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    graphs = [model.graph.node, *(f.node for f in model.functions)]
+    return sorted({node.op_type for nodes in graphs for node in nodes})
+
+
+def nonportable_ops(path: str | Path) -> list[str]:
+    """Operators of the file outside :data:`CONSERVATIVE_OPS`."""
+    return [op for op in onnx_inventory(path) if op not in CONSERVATIVE_OPS]
+
+
+def export_onnx(net: nn.Module, path: str | Path, opset: int = 18, exporter: str = "dynamo",
+                portable: bool = False) -> Path:
+    """Write ``net`` (eval mode, fp32, CPU) to ``path`` with dynamic batch/height/width axes;
+    ``portable`` exports :func:`portable_copy` instead."""
     require(exporter in EXPORTERS, "exporter", f"must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     path = Path(path).expanduser()
     net = net.float().cpu().eval()
+    if portable:
+        net = portable_copy(net)
     x = example_input(net)
     names = {"input_names": ["lr"], "output_names": ["sr"], "opset_version": opset}
     with torch.no_grad(), atomic_path(path) as tmp:
@@ -104,9 +165,14 @@ def onnx_max_abs_diff(net: nn.Module, path: str | Path, x: torch.Tensor) -> floa
 def run(args: ExportArgs) -> Path:
     """Load the checkpoint, export, verify at an untraced batch/size, print the difference."""
     net, _ = load_net_from_checkpoint(args.ckpt_path)
-    path = export_onnx(net, args.output, args.opset, args.exporter)
+    path = export_onnx(net, args.output, args.opset, args.exporter, args.portable)
     opset = written_opset(path)
     print(f"wrote {path} (opset {opset}, {args.exporter} exporter, dynamic batch/height/width)")
+    if args.portable:
+        remaining = nonportable_ops(path)
+        print("portable: every operator is in the conservative set" if not remaining else
+              f"portable: operators outside the conservative set remain: {', '.join(remaining)}"
+              + (" (try exporter=legacy)" if args.exporter == "dynamo" else ""))
     if opset != args.opset:
         print(f"note: opset {args.opset} was requested; the ONNX version converter could not reach it")
     if args.verify:

@@ -3,8 +3,8 @@
 Both papers use the Swin Transformer block unchanged (LN -> W-MSA/SW-MSA -> residual, LN -> MLP
 -> residual); only widths, head counts and MLP ratios differ, so one implementation serves both.
 Tensors are channels-last ``(B, H, W, C)`` with H and W multiples of the window (the networks pad
-once at their input). The shift mask is built from the feature size with tensor ops, so it is
-correct for every input size and survives dynamic-shape ONNX export.
+once at their input). The shift mask is picked per window from four fixed patterns, so it is
+correct for every input size and a dynamic-shape ONNX export of it is plain Concat/Gather.
 """
 
 from __future__ import annotations
@@ -32,22 +32,38 @@ def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
-def shifted_window_mask(h: int, w: int, window: int, shift: int, device: torch.device) -> Tensor:
-    """Additive attention mask ``(nW, N, N)`` for windows of a map rolled by ``-shift``.
+def window_edge_masks(window: int, shift: int) -> Tensor:
+    """The four additive masks ``(4, N, N)`` a rolled map's windows can need, indexed by
+    ``2 * (last window row) + (last window column)``.
 
-    After the roll, the last window row/column stitches together pixels from opposite image
-    borders; tokens may only attend within their own region. Region ids along an axis are 0 for
-    the untouched part, 1 for the band ``[n - window, n - shift)`` and 2 for the wrapped band.
+    After the roll by ``-shift``, only the last window row and column stitch together pixels from
+    opposite image borders: along an axis, the last window holds region 1 (``window - shift``
+    pixels) then the wrapped region 2; every other window lies in one region and needs no mask.
     """
+    inner = torch.zeros(window, dtype=torch.long)
+    edge = 1 + (torch.arange(window) >= window - shift).long()
+    masks = []
+    for row in (inner, edge):
+        for col in (inner, edge):
+            ids = (row[:, None] * 3 + col[None, :]).flatten()
+            masks.append((ids[:, None] != ids[None, :]).float() * MASK_VALUE)
+    return torch.stack(masks)
 
-    def regions(n: int) -> Tensor:
-        idx = torch.arange(n, device=device)
-        return (idx >= n - window).long() + (idx >= n - shift).long()
 
-    ids = regions(h)[:, None] * 3 + regions(w)[None, :]
-    ids = window_partition(ids[None, :, :, None], window).squeeze(-1)  # (nW, N)
-    different = ids[:, :, None] != ids[:, None, :]
-    return different.float() * MASK_VALUE
+def shifted_window_mask(h: int, w: int, window: int, shift: int, device: torch.device,
+                        edge_masks: Tensor | None = None) -> Tensor:
+    """Additive attention mask ``(nW, N, N)`` for the windows of an ``h x w`` map rolled by ``-shift``.
+
+    One of :func:`window_edge_masks` per window, picked by whether it is in the last window row or
+    column. Built from the window grid with zeros/concat/gather only, so it is right for every
+    input size and a dynamic-shape ONNX export needs no Range or comparison operators.
+    """
+    edge_masks = window_edge_masks(window, shift).to(device) if edge_masks is None else edge_masks
+    rows, cols = h // window, w // window
+    ones = torch.ones(1, dtype=torch.long, device=device)
+    last_row = torch.cat([torch.zeros(rows - 1, dtype=torch.long, device=device), ones])
+    last_col = torch.cat([torch.zeros(cols - 1, dtype=torch.long, device=device), ones])
+    return edge_masks.index_select(0, (2 * last_row[:, None] + last_col[None, :]).flatten())
 
 
 def relative_position_index(window: int) -> Tensor:
@@ -121,6 +137,8 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if shift:  # not in the state dict: published files and featlab checkpoints stay as they are
+            self.register_buffer("edge_masks", window_edge_masks(window, shift), persistent=False)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         _, h, w, _ = x.shape
@@ -136,7 +154,9 @@ class SwinBlock(nn.Module):
 
     def make_mask(self, h: int, w: int, device: torch.device) -> Tensor | None:
         """The mask this block needs at feature size ``(h, w)`` (None for unshifted windows)."""
-        return shifted_window_mask(h, w, self.window, self.shift, device) if self.shift else None
+        if not self.shift:
+            return None
+        return shifted_window_mask(h, w, self.window, self.shift, device, self.edge_masks.to(device))
 
 
 class SwinStage(nn.Module):
