@@ -67,6 +67,9 @@ def test_fewer_than_three_seeds_never_name_a_best():
     assert decision.best is None and decision.text.startswith("inconclusive: fewer than 3 seeds in 3 of 3")
     two = runs_of({"a": [40.0, 40.1], "b": [10.0, 10.1, 10.2]})  # separated, but a has 2 seeds
     assert verdict(group_runs(two, KEYS), KEYS, "val/psnr", "max").best is None
+    reruns = runs_of({"a": [40.0, 40.1, 40.2], "b": [10.0, 10.1, 10.2]})
+    reruns[2].overrides["seed"] = "0"  # a's third run repeats seed 0: two distinct seeds
+    assert "fewer than 3 seeds in 1 of 2" in verdict(group_runs(reruns, KEYS), KEYS, "val/psnr", "max").text
     failed = runs_of({"a": [40.0, 40.1, 40.2], "b": [10.0, 10.1, 10.2]})
     failed[0].status = "failed"  # a failed seed is not a seed
     assert "fewer than 3 seeds in 1 of 2" in verdict(group_runs(failed, KEYS), KEYS, "val/psnr", "max").text

@@ -68,7 +68,11 @@ def build_lpips(net: str = "alex", backbone_weights: str | None = None, key: str
     """The LPIPS scorer from local files only, or None (and one log line) when they are not on disk."""
     if net not in TORCHVISION_WEIGHTS:
         raise ConfigError(f"{key}.net", f"LPIPS nets are {', '.join(TORCHVISION_WEIGHTS)}, got '{net}'")
-    heads = heads_file(net)
+    try:
+        heads = heads_file(net)
+    except ImportError as err:  # torchmetrics without its LPIPS module: a skip, like missing weights
+        log.info("LPIPS skipped: torchmetrics has no LPIPS module (%s)", err)
+        return None
     if not heads.is_file():
         log.info("LPIPS skipped: torchmetrics has no LPIPS heads at %s", heads)
         return None

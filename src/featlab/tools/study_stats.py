@@ -167,8 +167,8 @@ class Verdict:
 
 def verdict(groups: Sequence[ConfigGroup], keys: Sequence[str], metric: str, mode: str,
             min_seeds: int = MIN_SEEDS) -> Verdict:
-    """A best configuration only when every configuration has ``min_seeds`` finished seeds (a failed
-    or missing seed counts as absent) and the leader's interval lies entirely above (max) or below
+    """A best configuration only when every configuration has ``min_seeds`` distinct finished seeds
+    (a failed or missing seed counts as absent, a rerun of one seed once) and the leader's interval lies entirely above (max) or below
     (min) every other configuration's."""
     scored = [(g, g.interval(metric)) for g in groups]
     scored = [(g, i) for g, i in scored if i is not None]
@@ -178,7 +178,8 @@ def verdict(groups: Sequence[ConfigGroup], keys: Sequence[str], metric: str, mod
         return Verdict(None, f"one configuration ({describe_group(scored[0][0], keys)}): nothing to rank")
     sign = 1.0 if mode == "max" else -1.0
     leader, lead = max(scored, key=lambda gi: sign * gi[1].mean)
-    short = [g for g in groups if len(g.scores(metric)) < min_seeds]  # failed/missing seeds count as absent
+    # distinct seeds: a rerun of the same seed is not a new sample; failed/missing seeds are absent
+    short = [g for g in groups if len(set(g.seeds(metric))) < min_seeds]
     if short:
         return Verdict(None, f"inconclusive: fewer than {min_seeds} seeds in {len(short)} of {len(groups)} "
                              "configurations: the best mean is not a ranking")
