@@ -18,6 +18,8 @@ REAL_MESSAGES = [
     (PossibleUserWarning, "The number of training batches (2) is smaller than the logging interval "
                           "Trainer(log_every_n_steps=10). Set a lower value for log_every_n_steps if you want to see logs"),
     (PossibleUserWarning, "The 'train_dataloader' does not have many workers which may be a bottleneck."),
+    (UserWarning, "You requested to overfit but enabled train dataloader shuffling. We are turning off the train "
+                  "dataloader shuffling for you."),
     (FutureWarning, "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
                     "treespec.is_leaf()` instead."),
 ]

@@ -26,6 +26,8 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
      "pipeline checks and debug runs have only a few batches"),
     (PossibleUserWarning, r"The '\w+' does not have many workers",
      "debug runs and the CPU check load in the main process on purpose (data.num_workers)"),
+    (UserWarning, r"You requested to overfit but enabled \w+ dataloader shuffling",
+     "debug=overfit: featlab's loaders order samples themselves and give the sequential order asked for"),
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated",
      "Lightning's own use of a torch API newer torch versions renamed"),
 )

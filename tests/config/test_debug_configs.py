@@ -4,6 +4,7 @@ test suite runs each of its experiments with fast_dev_run."""
 
 from __future__ import annotations
 
+import csv
 import math
 
 import pytest
@@ -95,3 +96,15 @@ def test_debug_profiler_writes_its_report_into_the_run_dir(train_run):
     report = (run_dir / "fit-profile.txt").read_text()
     assert "run_training_epoch" in report and "optimizer_step" in report
     assert results["config"]["paths"]["output_dir"] == str(run_dir)
+
+
+def test_debug_overfit_trains_on_the_same_few_batches(train_run):
+    """Lightning re-creates the loaders with a sequential sampler; featlab's resumable loaders accept
+    that (they failed before), and the loss on the fixed batches falls."""
+    results, run_dir = train_run(["experiment=sisr_l1", "net=espcn", "debug=overfit", *TINY["sisr"],
+                                  "trainer.max_epochs=4", "test_after_fit=false"])
+    assert results["status"] == "finished", results["error"]
+    assert results["global_step"] == 4 * 3  # overfit_batches=3 per epoch
+    with (run_dir / "csv" / "metrics.csv").open() as handle:
+        losses = [float(row["train/loss_epoch"]) for row in csv.DictReader(handle) if row.get("train/loss_epoch")]
+    assert len(losses) == 4 and losses[-1] < losses[0]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
@@ -126,9 +126,15 @@ class ResumableLoader(DataLoader):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, **kwargs: Any) -> None:
+                 drop_last: bool = False, sampler: Sampler | None = None, **kwargs: Any) -> None:
+        # Lightning's overfit_batches re-creates the loader with a SequentialSampler: the same first
+        # batches every epoch, which the loader's own sampler gives unshuffled (resumable still).
+        if sampler is not None and not isinstance(sampler, SequentialSampler):
+            raise ValueError(f"ResumableLoader orders its samples itself; got a {type(sampler).__name__}")
+        shuffle = shuffle and sampler is None
         sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=seed, drop_last=False)  # type: ignore[arg-type]
         kwargs.pop("generator", None)
+        kwargs.pop("batch_sampler", None)  # None when Lightning re-creates the loader; the sampler batches here
         super().__init__(SeededSamples(dataset), batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                          generator=torch.Generator().manual_seed(seed), **kwargs)
         self.batches_done = 0
