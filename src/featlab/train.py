@@ -119,8 +119,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str]
     name = run_name_from(cfg, overrides)
     run_dir = ensure_dir(Path(run_dir or hydra_dir or Path(cfg.paths.output_root) / study / name))
     locks = [RunLock(run_dir).acquire()]  # before anything is written into the dir
-    cfg.paths.output_dir = str(run_dir)  # configs may point into the run dir: ${paths.output_dir}/...
     try:
+        cfg.paths.output_dir = str(run_dir)  # configs may point into the run dir: ${paths.output_dir}/...
         # extras: the config tree printed, known warnings silenced (until the run ends)
         with run_extras(cfg.get("extras"), {k: v for k, v in to_plain(cfg).items() if k != "hydra"}), \
                 ExitStack() as logs:
