@@ -147,6 +147,23 @@ def test_dino_folders_skip_unreadable_files(tmp_path):
     assert batches
 
 
+def test_skips_met_in_loader_workers_reach_the_main_process(tmp_path):
+    """DINO decodes lazily, in DataLoader workers: their skips must still reach results.json."""
+    from torch.utils.data import DataLoader
+
+    from featlab.data.dino import ImageSource, MultiCropImages
+    from featlab.data.images import skipped_files
+
+    folder = make_corpus(tmp_path / "train", good=2, size=48)
+    source = ImageSource(paths=sorted(folder.iterdir()), name="dino worker test")
+    dataset = MultiCropImages(source, length=2 * len(source), multicrop=None, image_size=32)
+    for _ in DataLoader(dataset, batch_size=4, num_workers=2):
+        pass
+    assert source.report.skipped == []  # the main process decoded nothing itself
+    entry = skipped_files()["dino worker test"]
+    assert {Path(f).name for f in entry["files"]} == set(HOSTILE) and entry["count"] == len(HOSTILE)
+
+
 @pytest.mark.slow
 def test_upscale_skips_hostile_inputs_and_writes_the_rest(tmp_path):
     from featlab.nets.sr import ESPCN

@@ -6,7 +6,12 @@ dropping files hides data problems; so every skip is counted and reported once p
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import itertools
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -131,31 +136,72 @@ ALL_REPORTS: list[CorruptFileReport] = []
 
 
 def skipped_files() -> dict[str, dict]:
-    """``{data set: {"count": n, "files": [...]}}`` of every report with skips (for results.json)."""
+    """``{data set: {"count": n, "files": [...]}}`` of every report with skips (for results.json),
+    loader workers' skips included."""
     files: dict[str, list[str]] = {}
     for report in ALL_REPORTS:
+        report.collect_from_workers()
         if report.skipped:
             names = files.setdefault(report.name, [])
             names += [str(p) for p in report.skipped if str(p) not in names]
     return {name: {"count": len(names), "files": names} for name, names in files.items()}
 
 
+_REPORT_IDS = itertools.count()
+
+
 @dataclass
 class CorruptFileReport:
-    """Counts the files of one data set that could not be decoded, for a single summary line."""
+    """Counts the files of one data set that could not be decoded, for a single summary line.
+
+    Data sets decoded lazily (DINO's) meet bad files inside DataLoader worker processes, whose copy of
+    the report dies with them; a worker therefore also appends each skip to a spool file named by the
+    main process, which :meth:`collect_from_workers` reads (``results.json``, ``train.log``).
+    """
 
     name: str
     skipped: list[Path] = field(default_factory=list)
+    spool: str = ""
 
     def __post_init__(self) -> None:
         ALL_REPORTS.append(self)
+        if not self.spool:  # a path only: nothing is created unless a worker skips a file
+            self.spool = os.path.join(tempfile.gettempdir(), f"featlab-skips-{os.getpid()}-{next(_REPORT_IDS)}.tsv")
+            atexit.register(_remove_quietly, self.spool)
 
     def add(self, path: Path, reason: str) -> None:
+        if path in self.skipped:  # lazily decoded sets meet the same bad file every epoch: report it once
+            return
         self.skipped.append(path)
         log.warning("%s: skipping unreadable image '%s' (%s)", self.name, path, reason)
+        if _in_loader_worker():
+            with open(self.spool, "a", encoding="utf-8") as spool:  # one short append per skip
+                spool.write(f"{path}\t{reason}\n")
+
+    def collect_from_workers(self) -> None:
+        """Take in the skips loader workers spooled (each once)."""
+        try:
+            lines = Path(self.spool).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return
+        for line in lines:
+            path, _, why = line.partition("\t")
+            if path and Path(path) not in self.skipped:
+                self.add(Path(path), why)
 
     def summary(self) -> str:
         return f"{self.name}: {len(self.skipped)} unreadable file(s) skipped"
+
+
+def _in_loader_worker() -> bool:
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def readable(paths: Iterable[Path], report: CorruptFileReport) -> list[Path]:
