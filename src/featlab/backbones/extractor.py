@@ -137,6 +137,8 @@ class FeatureExtractor(nn.Module):
     def _probe(self) -> tuple[dict[str, int], dict[str, int | None]]:
         """Channels and strides of the requested layers from one tiny pass (exact for any model)."""
         side = 2 * self.patch_size if self.patch_size else 64
+        if getattr(self.taps, "probe_at_input_size", False):
+            side = self.input_size  # e.g. Swin checks its input size strictly
         was_training = self.model.training
         param = next(self.model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")

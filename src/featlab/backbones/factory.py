@@ -129,7 +129,7 @@ def weight_source(name: str, pretrained: bool, checkpoint: str | None, config_ke
         return WeightSource(spec, path, timm_file=path)
     raise ConfigError(
         f"{config_key}.pretrained",
-        f"{name} has no pretrained weights (test size); "
+        f"{name} has no pretrained weights{' (test size)' if spec.test_only else ''}; "
         "set pretrained=false for random init, or checkpoint=<local file>",
     )
 
@@ -151,7 +151,12 @@ def build_full(source: WeightSource, model_kwargs: dict[str, Any], config_key: s
 
 def tap_layers(spec: BackboneSpec, model: nn.Module, layers: Sequence[str], config_key: str) -> TapPlan:
     """Step 3: the family's layer names, a check of the requested ones, truncation after the deepest."""
-    taps = taps_for(spec.kind, model)
+    try:
+        taps = taps_for(spec.kind, model)
+    except ConfigError as err:
+        if err.key is not None:
+            raise
+        raise ConfigError(f"{config_key}.name", str(err)) from None
     for layer in layers:
         if layer not in taps.valid_layers:
             raise ConfigError(

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from torch import nn
 
 from featlab.backbones.staged import TAPS
 from featlab.backbones.taps import TapPlan
+from featlab.backbones.timm_models import PREFIX as TIMM_PREFIX
+from featlab.backbones.timm_models import FeatureInfoTaps, timm_spec_fields
 from featlab.backbones.vit import ViTTaps
 from featlab.errors import ConfigError, unknown_name
 
 #: kind -> tap-plan factory ``(full model) -> TapPlan`` (see ``vit.py``/``staged.py``).
-_KINDS: dict[str, Callable[[nn.Module], TapPlan]] = {"vit": ViTTaps, **TAPS}
+_KINDS: dict[str, Callable[[nn.Module], TapPlan]] = {"vit": ViTTaps, **TAPS, "timm": FeatureInfoTaps}
 
 
 def register_kind(kind: str, taps_factory: Callable[[nn.Module], TapPlan], *, overwrite: bool = False) -> None:
@@ -101,7 +104,22 @@ def available(include_test: bool = True) -> list[str]:
 
 
 def get_spec(name: str, key: str = "backbone") -> BackboneSpec:
-    """The spec for ``name`` or a :class:`ConfigError` listing every valid name."""
+    """The spec for ``name`` (a registered name or ``timm/<model>``) or a :class:`ConfigError`
+    listing every valid name."""
+    if name.startswith(TIMM_PREFIX) and name not in _REGISTRY:
+        return _timm_spec(name, key)
     if name not in _REGISTRY:
-        raise unknown_name(key, name, [*_REGISTRY, "checkpoint"], "backbone")
+        error = unknown_name(key, name, [*_REGISTRY, "checkpoint"], "backbone")
+        raise ConfigError(key, f"{str(error)[len(key) + 2:]}, or timm/<any timm model>")
     return _REGISTRY[name]
+
+
+def is_known(name: str) -> bool:
+    """Whether ``name`` is registered or spelled ``timm/<model>`` (checked when built)."""
+    return name in _REGISTRY or name.startswith(TIMM_PREFIX)
+
+
+@lru_cache(maxsize=64)
+def _timm_spec(name: str, key: str) -> BackboneSpec:
+    """A spec made on demand for ``timm/<model>``: timm's own layers (see ``timm_models.py``)."""
+    return BackboneSpec(name=name, **timm_spec_fields(name, key))

@@ -13,8 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from featlab.backbones import FeatureExtractor, available, create
-from featlab.errors import unknown_name
+from featlab.backbones import FeatureExtractor, create
 from featlab.nets.dino_head import DINOHead
 
 
@@ -50,11 +49,9 @@ class DINOModel(nn.Module):
         kwargs = dict(backbone_kwargs or {})
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate
-        if backbone != "checkpoint" and backbone not in available():
-            raise unknown_name("net.backbone", backbone, [*available(include_test=False), "checkpoint"], "backbone")
         # config_key "net": the layer's errors then name net.pretrained / net.checkpoint, our keys
         fx = create(backbone, layers=["last"], pretrained=pretrained, checkpoint=checkpoint, trainable=True,
-                    resize=False, config_key="net", **kwargs)
+                    resize=False, config_key="net", name_key="net.backbone", **kwargs)
         head = DINOHead(fx.embed_dim, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
                         norm_last_layer=norm_last_layer, use_bn=use_bn)
         if channels_last:
