@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 
 from featlab.config import compose
+from featlab.errors import ConfigError
 from featlab.loggers import (
     build_loggers,
     finish_wandb,
@@ -173,3 +174,47 @@ def test_config_tags_reach_the_loggers(train_run, monkeypatch):
     assert results["status"] == "finished", results["error"]
     assert seen["tags"] == ["sisr_l1", "ablation", "v2", "experiment=sisr_l1", "net=espcn", "data.hr_crop=32",
                             "data.batch_size=2", "data.repeat=1", "data.val_max_size=48"]
+
+
+def test_any_lightning_logger_can_be_added_from_config(tmp_path):
+    loggers = build_loggers(tmp_path, wandb=None, extra={
+        "more": {"_target_": "lightning.pytorch.loggers.CSVLogger", "name": "more"}, "off": None})
+    assert [type(logger).__name__ for logger in loggers] == ["AppendingCSVLogger", "CSVLogger"]
+    assert loggers[1].save_dir == str(tmp_path)  # save_dir defaults to the run dir
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"_target_": "lightning.pytorch.loggers.NoSuchLogger"}, "cannot build"),
+    ({"_target_": "collections.OrderedDict"}, "not a Lightning logger"),
+    ({"name": "x"}, "needs _target_"),
+])
+def test_a_bad_extra_logger_names_its_key(tmp_path, entry, words):
+    with pytest.raises(ConfigError, match=rf"logger\.extra\.mine.*{words}"):
+        build_loggers(tmp_path, wandb=None, extra={"mine": entry})
+
+
+def test_wandb_log_model_reaches_the_logger(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    loggers = build_loggers(tmp_path, csv=False, sweep=None,
+                            wandb={"enabled": True, "mode": "offline", "project": "featlab-test", "log_model": "all"})
+    assert loggers[0]._log_model == "all"
+
+
+def test_callbacks_come_from_config_and_can_be_dropped(tmp_path):
+    from featlab.callbacks.images import ImageGridLogger
+    from featlab.callbacks.results import ResultsWriter
+    from featlab.train import build_callbacks
+
+    def built(overrides):
+        cfg = compose(["experiment=sisr_l1", *overrides])
+        return build_callbacks(cfg, tmp_path, ResultsWriter(tmp_path))
+
+    names = [type(cb).__name__ for cb in built([])]
+    grids = [cb for cb in built([]) if isinstance(cb, ImageGridLogger)]
+    assert len(grids) == 1 and grids[0].dir == tmp_path / "images"
+    dropped = [type(cb).__name__ for cb in built(["callbacks.images=null", "callbacks.lr_monitor=null"])]
+    assert "ImageGridLogger" not in dropped and "LearningRateMonitor" not in dropped
+    assert len(dropped) == len(names) - 2 and {"RNGState", "CheckpointOnSignal", "ResultsWriter"} <= set(dropped)
+    added = built(["+callbacks.swa={_target_: lightning.pytorch.callbacks.StochasticWeightAveraging, swa_lrs: 0.01}"])
+    assert "StochasticWeightAveraging" in [type(cb).__name__ for cb in added]

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from featlab.errors import ConfigError, require
 from featlab.files import atomic_open, atomic_path, ensure_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -286,8 +287,13 @@ def build_loggers(
     tags: Sequence[str] = (),
     flat_config: Mapping[str, Any] | None = None,
     sweep: SweepIdentity | None | Literal["auto"] = "auto",
+    extra: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> list[Logger]:
     """Loggers for one run; the W&B run is grouped by study and tagged with its swept values.
+
+    ``extra`` adds any Lightning logger from config (``{name: {_target_: ..., ...}}``, null entries
+    skipped); a ``save_dir`` left out or null becomes the run dir. ``wandb.log_model`` uploads
+    checkpoints as W&B artifacts (``true``: at the end, ``all``: every save).
 
     ``sweep="auto"`` asks Hydra whether this is a multirun job: if so, the group becomes the launch
     (``<group>-<launch time>``) and the name the job's swept values, because a name made of every
@@ -323,10 +329,33 @@ def build_loggers(
             # one W&B run per run dir: a resumed run continues it (offline runs keep the id for sync)
             id=wandb_run_id(run_dir),
             resume="allow" if mode == "online" else None,  # offline + resume writes an empty record
+            log_model=wandb.get("log_model", False),
         )
         logger.featlab_mode = mode  # type: ignore[attr-defined]
         loggers.append(logger)
+    for name, entry in (extra or {}).items():
+        if entry is not None:
+            loggers.append(_instantiate_logger(name, entry, run_dir))
     return loggers
+
+
+def _instantiate_logger(name: str, entry: Mapping[str, Any], run_dir: Path) -> Logger:
+    """One ``logger.extra.<name>`` entry, written under the run dir unless it says otherwise."""
+    from hydra.utils import instantiate
+
+    require("_target_" in entry, f"logger.extra.{name}", "needs _target_ (e.g. lightning.pytorch.loggers."
+                                                        "TensorBoardLogger)")
+    entry = dict(entry)
+    if entry.get("save_dir") is None:
+        entry["save_dir"] = str(run_dir)
+    try:
+        logger = instantiate(entry)
+    except Exception as err:  # a wrong target or argument is the user's to fix: one line
+        raise ConfigError(f"logger.extra.{name}", f"cannot build {entry['_target_']}: "
+                                                  f"{str(err).splitlines()[0][:200]}") from err
+    require(isinstance(logger, Logger), f"logger.extra.{name}",
+            f"{entry['_target_']} is not a Lightning logger ({type(logger).__name__})")
+    return logger
 
 
 def _wandb_settings():

@@ -77,7 +77,9 @@ def hydra_context() -> tuple[Path | None, list[str], bool]:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, writer: ResultsWriter) -> list[L.Callback]:
-    """The configured callbacks (null entries skipped) plus the ones every run needs."""
+    """The configured callbacks (``callbacks.<name>``: ``_target_`` entries, null drops one) plus the
+    three that featlab's guarantees rest on: results.json (status, metrics, skips), the RNG state in
+    checkpoints (exact resume) and the checkpoint on SIGTERM (pre-emption)."""
     callbacks: list[L.Callback] = []
     for cb_cfg in (cfg.get("callbacks") or {}).values():
         if cb_cfg is None:
@@ -85,8 +87,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, writer: ResultsWriter) -> li
         callback = instantiate(cb_cfg)
         if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
             callback.dirpath = str(run_dir / "checkpoints")
+        if isinstance(callback, ImageGridLogger) and callback.dir is None:
+            callback.dir = run_dir / "images"
         callbacks.append(callback)
-    callbacks += [writer, ImageGridLogger(run_dir), RNGState(), CheckpointOnSignal(run_dir)]
+    callbacks += [writer, RNGState(), CheckpointOnSignal(run_dir)]
     if os.environ.get(FAULT_ENV):  # test-only: kill this process at a chosen point
         callbacks.append(FaultInjector(os.environ[FAULT_ENV]))
     return callbacks

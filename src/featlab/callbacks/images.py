@@ -12,10 +12,13 @@ from featlab.visualize import save_png
 
 
 class ImageGridLogger(L.Callback):
-    """Asks the task for ``preview(batch)`` on the first validation batch of each epoch."""
+    """Asks the task for ``preview(batch)`` on the first validation batch of each epoch.
 
-    def __init__(self, run_dir: str | Path, every_n_epochs: int = 1) -> None:
-        self.dir = Path(run_dir) / "images"
+    ``dirpath`` None means ``<run dir>/images`` (train sets it, as for ModelCheckpoint).
+    """
+
+    def __init__(self, dirpath: str | Path | None = None, every_n_epochs: int = 1) -> None:
+        self.dir = Path(dirpath) if dirpath is not None else None
         self.every_n_epochs = max(1, every_n_epochs)
         self.saved: list[Path] = []
 
@@ -30,7 +33,8 @@ class ImageGridLogger(L.Callback):
             image = pl_module.preview(batch)
         if image is None:
             return
-        path = save_png(image, self.dir / f"val_epoch{trainer.current_epoch:03d}.png")
+        folder = self.dir if self.dir is not None else Path(trainer.default_root_dir) / "images"
+        path = save_png(image, folder / f"val_epoch{trainer.current_epoch:03d}.png")
         self.saved.append(path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
