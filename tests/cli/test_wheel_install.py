@@ -28,6 +28,7 @@ def installed(tmp_path_factory) -> Path:
     packaged = {n.removeprefix("featlab/conf/") for n in names if n.startswith("featlab/conf/") and n.endswith(".yaml")}
     in_checkout = {str(p.relative_to(ROOT / "conf")) for p in (ROOT / "conf").rglob("*.yaml")}
     assert packaged == in_checkout
+    assert "hydra_plugins/featlab_local_gpus/local_gpus_launcher.py" in names  # hydra/launcher=local_gpus
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                               str(work / "site"), str(wheel)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr
