@@ -21,7 +21,13 @@ from featlab.callbacks.throughput import batch_size_of
 from featlab.checkpoints import make_loadable
 from featlab.config import to_plain
 from featlab.errors import ConfigError, require
-from featlab.optim import build_lr_lambda, build_optimizer
+from featlab.optim import (
+    build_lr_lambda,
+    build_optimizer,
+    instantiate_optimizer,
+    instantiate_scheduler,
+    step_scheduler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +101,13 @@ class FeatlabTask(L.LightningModule):
             # fp16 loss scaling: a fused optimiser unscales inside its step, so Lightning would not
             # unscale before gradient clipping, and clipping would act on gradients x 65536
             opt_cfg["fused"] = False
-        optimizer = build_optimizer(self.optimizer_parameters(), **opt_cfg)
+        if "_target_" in opt_cfg:
+            optimizer = instantiate_optimizer(self.optimizer_parameters(), opt_cfg)
+        else:
+            optimizer = build_optimizer(self.optimizer_parameters(), **opt_cfg)
         sched = self.scheduler_config()
+        if "_target_" in sched:
+            return {"optimizer": optimizer, "lr_scheduler": instantiate_scheduler(optimizer, sched, self.optimizer_steps)}
         kind = sched.pop("kind", "constant")
         if kind == "constant":
             return optimizer
@@ -112,6 +123,10 @@ class FeatlabTask(L.LightningModule):
         factor = build_lr_lambda(kind, total, warmup, milestones=milestones, **sched)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """timm schedulers are not torch ``LRScheduler``s: they step by count (see ``optim.step_scheduler``)."""
+        step_scheduler(scheduler, self.current_epoch, self.global_step, metric)
 
     def effective_batch_size(self) -> int | None:
         """Images per optimiser step over all devices: per-device batch x world size x accumulation."""

@@ -28,7 +28,7 @@ from featlab.config import compose, config_dir
 from featlab.errors import ConfigError, unknown_name
 from featlab.files import write_text
 from featlab.interface import CountsImages
-from featlab.optim import build_optimizer
+from featlab.optim import build_optimizer, instantiate_optimizer
 
 # Dense bf16 peak FLOP/s per device name fragment, for model-FLOPs utilisation.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -72,7 +72,10 @@ def bench_variant(name: str, cfg: DictConfig, bench: DictConfig, device: torch.d
     torch.manual_seed(0)
     task = build_task(cfg, device)
     task.train()
-    optimizer = build_optimizer(task.optimizer_parameters(), **task.optim_cfg)
+    if "_target_" in task.optim_cfg:
+        optimizer = instantiate_optimizer(task.optimizer_parameters(), task.optim_cfg)
+    else:
+        optimizer = build_optimizer(task.optimizer_parameters(), **task.optim_cfg)
     batch = task.synthetic_batch(int(bench.batch_size), device, **OmegaConf.to_container(bench.batch_kwargs))
     use_bf16 = bench.precision == "bf16" or (bench.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
