@@ -325,7 +325,7 @@ def build_loggers(
             save_dir=str(run_dir),
             mode=mode,
             config=config,
-            settings=_wandb_settings(),
+            settings=wandb_settings(),
             # one W&B run per run dir: a resumed run continues it (offline runs keep the id for sync)
             id=wandb_run_id(run_dir),
             resume="allow" if mode == "online" else None,  # offline + resume writes an empty record
@@ -358,7 +358,8 @@ def _instantiate_logger(name: str, entry: Mapping[str, Any], run_dir: Path) -> L
     return logger
 
 
-def _wandb_settings():
+def wandb_settings():
+    """Quiet W&B: no console capture, no system-stats thread (a 2-core CPU run feels the latter)."""
     import wandb
 
     return wandb.Settings(silent=True, console="off", x_disable_stats=True)

@@ -150,3 +150,17 @@ def test_nothing_to_report_is_one_line_naming_the_argument(tmp_path, capsys):
         main([str(tmp_path / "nope")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_plots_and_report_go_to_a_wandb_run_as_media(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    sweep = make_sweep(tmp_path / "runs")
+    out = tmp_path / "report" / "report.md"
+    main([str(sweep), "--out", str(out), "--wandb", "featlab-test"])
+    assert "W&B: wandb sync " in capsys.readouterr().out
+    (run_dir,) = (out.parent / "wandb").glob("offline-run-*")
+    images = list((run_dir / "files" / "media" / "images").rglob("*.png"))
+    assert len(images) == 2  # the metric plot and the training curves
+    assert (run_dir / "files" / "report.md").read_text() == out.read_text()

@@ -208,8 +208,10 @@ def render(runs: Sequence[RunRecord], launches: Sequence[Launch], keys: Sequence
 
 
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None, metric: str | None = None,
-                 mode: str | None = None, columns: Sequence[str] | None = None) -> Path:
-    """Build the report for ``paths``; returns the markdown file (PNGs are written beside it)."""
+                 mode: str | None = None, columns: Sequence[str] | None = None,
+                 wandb_project: str | None = None) -> Path:
+    """Build the report for ``paths``; returns the markdown file (PNGs are written beside it).
+    ``wandb_project`` also logs the plots (as media) and the markdown to a W&B run of that project."""
     runs, launches = find_runs(paths)
     runs = add_missing_jobs(runs, launches)
     keys = study_keys(runs, launches)
@@ -225,7 +227,27 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None, met
     }
     markdown = render(runs, launches, keys, metric, mode, plots, out_path, [str(p) for p in paths], columns)
     write_text(out_path, markdown)
+    if wandb_project:
+        where = log_report_to_wandb(out_path, plots, wandb_project)
+        print(f"W&B: {where}")
     return out_path
+
+
+def log_report_to_wandb(out_path: Path, plots: Mapping[str, Path | None], project: str) -> str:
+    """One W&B run (job type ``report``) holding the plots as images and the markdown file; online
+    with credentials, offline otherwise (like training runs). Returns its page or its sync command."""
+    import wandb
+
+    from featlab.loggers import wandb_mode, wandb_settings
+
+    mode = wandb_mode("auto")
+    run = wandb.init(project=project, name=f"report:{out_path.parent.name}/{out_path.stem}", job_type="report",
+                     tags=["report"], dir=str(out_path.parent), mode=mode, settings=wandb_settings())
+    run.log({title: wandb.Image(str(path)) for title, path in plots.items() if path is not None})
+    run.save(str(out_path), base_path=str(out_path.parent), policy="now")
+    where = run.url if mode == "online" else f"wandb sync {Path(run.dir).parent}"
+    run.finish()
+    return where or ""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -234,6 +256,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="markdown file to write (default: <first dir>/report.md)")
     parser.add_argument("--metric", help="metric to rank by (default: the task's monitor, e.g. val/psnr)")
     parser.add_argument("--mode", choices=("min", "max"), help="whether lower or higher is better")
+    parser.add_argument("--wandb", metavar="PROJECT", help="also log the plots and the report to a W&B run "
+                        "of PROJECT (online with credentials, else offline with a sync line)")
     parser.add_argument("--columns", nargs="+", help="metrics to show beside the ranked one "
                         "(default: val/ and test/ metrics that differ between runs)")
     return parser.parse_args(argv)
@@ -242,7 +266,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     path = exit_on_user_error(lambda: write_report(args.runs, args.out, args.metric, args.mode,
-                                                                args.columns))
+                                                                args.columns, args.wandb))
     print(path)
     return path
 
