@@ -68,7 +68,8 @@ def short_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("short")
     overrides = ["experiment=sisr_dino", "pretrained=false", *TINY, "loss.perceptual.backbone=vit_tiny_test",
-                 "trainer.max_epochs=2", "trainer.limit_train_batches=3"]
+                 "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+                 "task.eval_feature_distance={backbone:vit_tiny_test,layers:[feat2],pretrained:false}"]
     fixed = ["trainer=cpu", "logger=csv", "data.num_workers=0", "trainer.enable_progress_bar=false",
              f"paths.output_root={root}"]
     results = run(compose_cfg(fixed + overrides), run_dir=root / "run", overrides=overrides)
@@ -80,8 +81,12 @@ def test_short_run_writes_results_log_checkpoint_and_grids(short_run):
     assert results["status"] == "finished", results["error"]
     metrics = results["metrics"]
     for key in ("val/psnr", "val/ssim", "val/ms_ssim", "val/ms_ssim_bicubic", "val/ms_ssim_scales",
-                "val/psnr_bicubic", "test/samples/psnr", "test/samples/ms_ssim", "train/loss_perceptual"):
+                "val/psnr_bicubic", "test/samples/psnr", "test/samples/ms_ssim", "train/loss_perceptual",
+                "val/feature_distance", "val/feature_distance_bicubic", "test/samples/feature_distance"):
         assert key in metrics, sorted(metrics)
+    assert metrics["val/feature_distance"] > 0 and metrics["test/feature_distance_bicubic"] > 0
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert not any("feature_distance" in key for key in state)  # the fixed scorer is never checkpointed
     assert 1 <= metrics["val/ms_ssim_scales"] <= 5 and "val/ms_ssim_scales_bicubic" not in metrics
     assert results["speed"]["peak_memory_mb"] > 0
     assert (run_dir / "csv" / "metrics.csv").exists()

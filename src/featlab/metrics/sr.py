@@ -18,7 +18,7 @@ fewer scales is not comparable with a 5-scale one, so the scale count is reporte
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -145,7 +145,7 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0, data_range:
 
 
 class SRMetrics(Metric):
-    """Mean per-image PSNR, SSIM, MS-SSIM (and LPIPS when given a scorer) over a benchmark; sums and counts reduce by sum
+    """Mean per-image PSNR, SSIM, MS-SSIM (and LPIPS or other scorers when given) over a benchmark; sums and counts reduce by sum
     across ranks, the MS-SSIM scale count by min (the fewest any image was measured on).
 
     Keep one instance per benchmark (e.g. in a ``ModuleDict``) so Set5 and Set14 never mix.
@@ -156,17 +156,26 @@ class SRMetrics(Metric):
     is_differentiable = False
 
     def __init__(self, crop_border: int = 0, y_channel: bool = True, quantize: bool = True,
-                 data_range: float = 1.0, lpips: Callable[..., torch.Tensor] | None = None, **kwargs) -> None:
+                 data_range: float = 1.0, lpips: Callable[..., torch.Tensor] | None = None,
+                 scorers: Mapping[str, Callable[..., torch.Tensor]] | None = None, **kwargs) -> None:
         """``lpips``: a shared scorer (``metrics.lpips.build_lpips``) adds ``lpips`` to the results;
-        it is held outside the module tree so one network serves every benchmark and is never
-        saved in checkpoints."""
+        ``scorers``: more per-image distances by name (e.g. ``feature_distance``,
+        ``metrics.feature_distance``), called like LPIPS on the same images. Scorers are held outside
+        the module tree so one network serves every benchmark and is never saved in checkpoints."""
         super().__init__(**kwargs)
-        self._lpips = (lpips,) if lpips is not None else ()
+        named = {"lpips": lpips} if lpips is not None else {}
+        for name, scorer in (scorers or {}).items():
+            if name in named or name in ("psnr", "ssim", "ms_ssim", "ms_ssim_scales", "count"):
+                raise ValueError(f"SRMetrics scorer name '{name}' is taken")
+            named[name] = scorer
+        self._scorers = tuple(named.items())  # a tuple: not a submodule, not checkpointed
         self.crop_border = crop_border
         self.y_channel = y_channel
         self.quantize = quantize
         self.data_range = data_range
-        for name in ("psnr_sum", "ssim_sum", "ms_ssim_sum", "lpips_sum", "count"):
+        # lpips_sum always, so checkpoints of runs with and without LPIPS load into each other
+        for name in ("psnr_sum", "ssim_sum", "ms_ssim_sum", "lpips_sum", "count",
+                     *(f"{n}_sum" for n in named if n != "lpips")):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("ms_ssim_scales", default=torch.tensor(float(len(MS_SSIM_BETAS)), dtype=torch.float64),
                        dist_reduce_fx="min")
@@ -186,13 +195,13 @@ class SRMetrics(Metric):
         self.ms_ssim_sum += ms_ssim(sr, hr, **options, scales=scales).double().sum()
         self.ms_ssim_scales = torch.minimum(self.ms_ssim_scales, torch.tensor(float(scales), dtype=torch.float64,
                                                                                device=self.ms_ssim_scales.device))
-        for scorer in self._lpips:
-            self.lpips_sum += scorer(sr, hr, crop_border=self.crop_border, data_range=self.data_range,
-                                     quantize=self.quantize).double().sum()
+        for name, scorer in self._scorers:
+            value = scorer(sr, hr, crop_border=self.crop_border, data_range=self.data_range, quantize=self.quantize)
+            setattr(self, f"{name}_sum", getattr(self, f"{name}_sum") + value.double().sum())
         self.count += sr.shape[0]
 
     def compute(self) -> dict[str, torch.Tensor]:
         # 0 / 0 gives NaN: an empty benchmark shows up as NaN instead of a plausible-looking 0.
         return {"psnr": (self.psnr_sum / self.count).float(), "ssim": (self.ssim_sum / self.count).float(),
                 "ms_ssim": (self.ms_ssim_sum / self.count).float(), "ms_ssim_scales": self.ms_ssim_scales.float(),
-                **({"lpips": (self.lpips_sum / self.count).float()} if self._lpips else {})}
+                **{name: (getattr(self, f"{name}_sum") / self.count).float() for name, _ in self._scorers}}

@@ -20,6 +20,7 @@ from featlab.data.resize import bicubic_upscale
 from featlab.errors import ConfigError
 from featlab.interface import DegradesOnDevice
 from featlab.losses.composite import CompositeLoss
+from featlab.metrics.feature_distance import build_feature_distance
 from featlab.metrics.lpips import build_lpips
 from featlab.metrics.sr import SRMetrics
 from featlab.nets.published import build_net
@@ -37,18 +38,25 @@ class RestorationTask(FeatlabTask):
     loss: CompositeLoss
 
     def __init__(self, *, channels_last: bool = True, preview_rows: int = 2, eval_lpips: Mapping | None = None,
-                 **common: Any) -> None:
+                 eval_feature_distance: Mapping | None = None, **common: Any) -> None:
         """``eval_lpips``: ``{net, backbone_weights}`` for LPIPS beside PSNR/SSIM/MS-SSIM when its
-        weights are on disk (skipped with one log line otherwise, never downloaded); null: off."""
+        weights are on disk (skipped with one log line otherwise, never downloaded); null: off.
+        ``eval_feature_distance``: PerceptualLoss keys for a fixed frozen-feature distance logged as
+        ``feature_distance`` (:mod:`featlab.metrics.feature_distance`), one criterion for runs
+        trained on different losses; null: off."""
         super().__init__(channels_last=channels_last, **common)
         self.preview_rows = preview_rows
         self.scale = 0
         scorer = build_lpips(**eval_lpips) if eval_lpips else None
-        self._lpips = (scorer,) if scorer is not None else ()  # a tuple: not a submodule, not checkpointed
+        # held in a tuple and a dict: not submodules, never checkpointed
+        self._lpips = (scorer,) if scorer is not None else ()
+        features = build_feature_distance(eval_feature_distance)
+        self._scorers = {"feature_distance": features} if features is not None else {}
 
     def sr_metrics(self, crop_border: int) -> SRMetrics:
-        """PSNR/SSIM/MS-SSIM (+ LPIPS when available) of one benchmark, with this task's LPIPS scorer."""
-        return SRMetrics(crop_border=crop_border, lpips=self._lpips[0] if self._lpips else None)
+        """PSNR/SSIM/MS-SSIM (+ LPIPS, feature distance when set) of one benchmark, with this task's scorers."""
+        return SRMetrics(crop_border=crop_border, lpips=self._lpips[0] if self._lpips else None,
+                         scorers=self._scorers)
 
     def build_restoration(self, net: Mapping, loss: Mapping) -> None:
         """The network (in channels_last memory when the task runs so) and the weighted loss.
