@@ -18,7 +18,7 @@ import featlab
 from featlab.config import compose, config_dir
 from featlab.errors import ConfigError
 
-SISR_EXPERIMENTS = ["sisr_l1", "sisr_vgg", "sisr_convnext", "sisr_dino", "sisr_dino_multi", "sisr_effnet"]
+SISR_EXPERIMENTS = ["sisr_l1", "sisr_vgg", "sisr_convnext", "sisr_dino", "sisr_dino_multi", "sisr_effnet", "sisr_control"]
 # A tiny, quick SISR setup: small crops and val images, a 2-block EDSR.
 TINY = ["data.hr_crop=32", "data.batch_size=2", "data.repeat=1", "data.val_max_size=48",
         "net.n_resblocks=1", "net.n_feats=8"]
@@ -45,6 +45,16 @@ def test_sisr_experiments_build_their_losses(name):
     assert "pixel" in loss.terms
     assert ("perceptual" in loss.terms) == (name != "sisr_l1")
     assert cfg.loss.get("perceptual") is None or cfg.loss.perceptual.weight == pytest.approx(0.1)
+
+
+def test_sisr_control_measures_both_arms_with_the_perceptual_arms_criterion():
+    """experiments/sisr_control/README.md calls the held-out distance the trained criterion: keep it so."""
+    arms = {loss: compose(["experiment=sisr_control", f"loss={loss}"]) for loss in ("l1", "perceptual_effnet")}
+    measured = [OmegaConf.to_container(cfg.task.eval_feature_distance, resolve=True) for cfg in arms.values()]
+    assert measured[0] == measured[1]
+    trained = OmegaConf.to_container(arms["perceptual_effnet"].loss.perceptual, resolve=True)
+    assert {key: trained[key] for key in measured[0]} == measured[0]
+    assert "perceptual" not in arms["l1"].loss
 
 
 def test_unknown_experiment_lists_the_valid_ones():
