@@ -18,7 +18,7 @@ MAX_EVAL_BATCHES = 2
 MAX_BATCH_SIZE = 16       # a DINO step at the recipe's 64 took ~2 min here: budget/task/cpu_dino.yaml
 # Experiments made for a CPU run their own schedule on trainer=cpu (trainer=cpu_full), each with the
 # number of training steps its README measurement covers.
-MADE_FOR_CPU = {"dino_cpu_demo": 32 * 32}
+MADE_FOR_CPU = {"dino_cpu_demo": 32 * 32, "slots_control": 6400}
 
 
 def steps_per_epoch(cfg) -> float:

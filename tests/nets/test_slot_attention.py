@@ -63,6 +63,16 @@ def test_decoder_masks_partition_each_position_and_weight_the_reconstruction():
     assert torch.allclose(recon, (masks.unsqueeze(-1) * features).sum(dim=1), atol=1e-6)
 
 
+def test_decoder_position_embedding_starts_at_the_configured_scale():
+    torch.manual_seed(0)
+    default = MLPBroadcastDecoder(slot_dim=64, feature_dim=5, num_positions=256, hidden_dims=(8,))
+    control = MLPBroadcastDecoder(slot_dim=64, feature_dim=5, num_positions=256, hidden_dims=(8,), pos_init_std=1.0)
+    assert default.pos_embed.std().item() == pytest.approx(0.02, rel=0.05)  # DINOSAUR's
+    assert control.pos_embed.std().item() == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(ConfigError, match="task.decoder.pos_init_std"):
+        MLPBroadcastDecoder(slot_dim=4, feature_dim=5, num_positions=4, pos_init_std=-1.0)
+
+
 def test_slot_autoencoder_overfits_a_tiny_feature_set():
     """Slot attention + decoder reduce the feature-reconstruction MSE on two fixed maps."""
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ layer, with the backbone's own resizing and mean/std applied inside. See ``vit.p
 # catalog and edgeface register their names on import, so `create(name)` (and Hydra's
 # `_target_: featlab.backbones.create`) knows every backbone without callers importing them.
 from featlab.backbones import catalog as _catalog  # noqa: F401
+from featlab.backbones import control as _control  # noqa: F401
 from featlab.backbones import edgeface as _edgeface  # noqa: F401
 from featlab.backbones.checkpoints import load_checkpoint_file, read_checkpoint, save_backbone
 from featlab.backbones.extractor import FeatureExtractor

@@ -27,15 +27,19 @@ class MLPBroadcastDecoder(nn.Module):
         feature_dim: F, channels of the feature map to reconstruct.
         num_positions: N, positions of the (flattened) feature grid.
         hidden_dims: hidden widths of the shared MLP; DINOSAUR uses three of 1024 (4 layers).
+        pos_init_std: std of the initial positional embedding; DINOSAUR's 0.02 leaves position
+            almost invisible next to the slot until training has grown it, which takes many
+            thousands of steps; a short run needs it at the slots' scale (the slots control: 1.0).
     """
 
     def __init__(self, slot_dim: int, feature_dim: int, num_positions: int,
-                 hidden_dims: Sequence[int] = (1024, 1024, 1024)) -> None:
+                 hidden_dims: Sequence[int] = (1024, 1024, 1024), pos_init_std: float = 0.02) -> None:
         super().__init__()
         require(num_positions >= 1, "task.grid_size", f"the grid must have positions, got {num_positions}")
+        require(pos_init_std >= 0, "task.decoder.pos_init_std", f"must be >= 0, got {pos_init_std}")
         self.feature_dim = feature_dim
         self.num_positions = num_positions
-        self.pos_embed = nn.Parameter(torch.randn(1, 1, num_positions, slot_dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, 1, num_positions, slot_dim) * pos_init_std)
         self.mlp = mlp(slot_dim, list(hidden_dims), feature_dim + 1)
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

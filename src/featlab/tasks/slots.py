@@ -109,7 +109,8 @@ class SlotAttentionTask(FeatlabTask):
         slot_dim = int(slots_cfg.pop("slot_dim", 256))
         self.slot_attention = SlotAttention(slot_dim=slot_dim, input_dim=feature_dim, **slots_cfg)
         self.decoder = MLPBroadcastDecoder(slot_dim, channels, grid_size * grid_size,
-                                           hidden_dims=decoder_cfg.get("hidden_dims", (1024, 1024, 1024)))
+                                           hidden_dims=decoder_cfg.get("hidden_dims", (1024, 1024, 1024)),
+                                           pos_init_std=float(decoder_cfg.get("pos_init_std", 0.02)))
 
         self.stats_batches, self.cache_features = stats_batches, cache_features
         self.preview_rows, self.figure_rows = preview_rows, figure_rows
