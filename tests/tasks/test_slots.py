@@ -107,6 +107,20 @@ def test_gradients_reach_the_slot_model_only_and_the_loss_drops_on_a_tiny_overfi
     assert losses[-1] < 0.7 * losses[0]  # about 0.5x in practice
 
 
+def test_mask_source_picks_the_masks_that_are_scored():
+    task = tiny_task(mask_source="attention")
+    raw = torch.randn(2, 32, 4, 4)
+    task.normalizer.update(raw)
+    task.normalizer.freeze(sync=False)
+    out = task(raw)
+    scored = task.scored_masks(out)
+    assert scored.shape == (2, 3, 4, 4) and torch.equal(scored.flatten(2), out.attention)
+    assert not torch.equal(scored, out.masks)
+    assert torch.equal(tiny_task().scored_masks(out), out.masks)  # the default: the decoder's
+    with pytest.raises(ConfigError, match="^task.mask_source: unknown mask source 'slots'"):
+        tiny_task(mask_source="slots")
+
+
 def test_fast_dev_run_slots_dinov2(train_run):
     results, run_dir = train_run(["experiment=slots_dinov2", "pretrained=false", "trainer.fast_dev_run=true",
                                   "data.batch_size=2"])

@@ -13,7 +13,8 @@ Method (DINOSAUR-style, Seitzer et al. 2023, on Locatello et al.'s slot attentio
 4. Slot attention groups the tokens into ``num_slots`` slots; the MLP broadcast decoder rebuilds
    the feature map with one alpha mask per slot; the loss is the MSE to the target.
 
-Evaluation: the decoder's masks, upsampled to the image, against ground-truth instance masks
+Evaluation: the decoder's masks (``mask_source=attention``: slot attention's own last-round
+attention over the tokens, as SLATE/STEVE score it; DINOSAUR reports both), upsampled to the image, against ground-truth instance masks
 (FG-ARI, mBO; :mod:`featlab.metrics.segmentation`), the loss on val/test and on the training split
 with the final model (``test/gap`` = test - train), and figures (image | ground truth | slots |
 each slot's masked image). The checkpoint is chosen by ``val/loss``: the method is unsupervised,
@@ -37,7 +38,7 @@ from torchmetrics import MeanMetric
 from featlab.backbones import create
 from featlab.backbones.featnorm import FeatureNormalizer
 from featlab.config import to_plain
-from featlab.errors import ConfigError, require
+from featlab.errors import ConfigError, require, unknown_name
 from featlab.files import save_figure
 from featlab.metrics.segmentation import SlotSegmentationMetrics, masks_to_ids
 from featlab.nets.decoders import MLPBroadcastDecoder
@@ -46,6 +47,8 @@ from featlab.tasks.base import FeatlabTask
 from featlab.visualize import colour_ids, grid_from_columns, save_png, save_titled_grid
 
 log = logging.getLogger(__name__)
+
+MASK_SOURCES = ("decoder", "attention")
 
 TAP_DESCRIPTION = {
     "last": "final LayerNorm output of the patch tokens (ViT) / last stage (CNN)",
@@ -74,6 +77,7 @@ class SlotAttentionTask(FeatlabTask):
         decoder: Mapping | None = None,
         stats_batches: int = 16,
         cache_features: bool = False,
+        mask_source: str = "decoder",
         preview_rows: int = 4,
         figure_rows: int = 4,
         **common: Any,
@@ -87,6 +91,9 @@ class SlotAttentionTask(FeatlabTask):
         require("name" in backbone_cfg, "task.backbone.name", "name the backbone, e.g. dinov2_vits14")
         require(grid_size >= 1, "task.grid_size", f"must be >= 1, got {grid_size}")
         require(stats_batches >= 1, "task.stats_batches", f"must be >= 1, got {stats_batches}")
+        if mask_source not in MASK_SOURCES:
+            raise unknown_name("task.mask_source", mask_source, MASK_SOURCES, "mask source")
+        self.mask_source = mask_source
 
         self.backbone_name = str(backbone_cfg.pop("name"))
         self.tap_layer = str(backbone_cfg.pop("layer", "last"))
@@ -154,6 +161,12 @@ class SlotAttentionTask(FeatlabTask):
         masks = masks.reshape(masks.shape[0], masks.shape[1], self.grid_size, self.grid_size)
         return SlotOutput(loss=loss, masks=masks, attention=attention, slots=slots)
 
+    def scored_masks(self, out: SlotOutput) -> torch.Tensor:
+        """(B, K, G, G) the masks that are scored and drawn: the decoder's or the attention's."""
+        if self.mask_source == "decoder":
+            return out.masks
+        return out.attention.reshape(out.attention.shape[0], -1, self.grid_size, self.grid_size)
+
     def run_batch(self, batch: Mapping, seed: int | None = None) -> SlotOutput:
         """Encode and decode one batch; ``seed`` makes sampled slot initialisations reproducible."""
         generator = None
@@ -198,7 +211,7 @@ class SlotAttentionTask(FeatlabTask):
         images = batch["image"]
         self.mean_losses[f"loss_{stage}"].update(out.loss.detach(), images.shape[0])
         if stage in self.seg_metrics and "mask" in batch:
-            pred_ids = masks_to_ids(out.masks, tuple(images.shape[-2:]))
+            pred_ids = masks_to_ids(self.scored_masks(out), tuple(images.shape[-2:]))
             self.seg_metrics[stage].update(pred_ids, batch["mask"], images.float())
         return out
 
@@ -262,6 +275,7 @@ class SlotAttentionTask(FeatlabTask):
             "slots/native_grid": "x".join(map(str, self.native_grid)) if self.native_grid else None,
             "slots/grid": self.grid_size,
             "slots/num_slots": self.num_slots,
+            "slots/mask_source": self.mask_source,
             "features/raw_mean": mean,
             "features/raw_std": std,
             "proxy_note": "proxy_slot_colour_std is a WEAK proxy (colour uniformity of slots), not a "
@@ -277,7 +291,7 @@ class SlotAttentionTask(FeatlabTask):
         """image | ground truth | slots coloured | each slot's masked image, for ``rows`` samples."""
         images = batch["image"][:rows].float()
         size = tuple(images.shape[-2:])
-        soft = F.interpolate(out.masks[:rows].float(), size=size, mode="bilinear", align_corners=False)
+        soft = F.interpolate(self.scored_masks(out)[:rows].float(), size=size, mode="bilinear", align_corners=False)
         ids = soft.argmax(dim=1)
         columns = {"image": images}
         if "mask" in batch:
