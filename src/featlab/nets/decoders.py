@@ -27,9 +27,9 @@ class MLPBroadcastDecoder(nn.Module):
         feature_dim: F, channels of the feature map to reconstruct.
         num_positions: N, positions of the (flattened) feature grid.
         hidden_dims: hidden widths of the shared MLP; DINOSAUR uses three of 1024 (4 layers).
-        pos_init_std: std of the initial positional embedding; DINOSAUR's 0.02 leaves position
-            almost invisible next to the slot until training has grown it, which takes many
-            thousands of steps; a short run needs it at the slots' scale (the slots control: 1.0).
+        pos_init_std: std of the initial positional embedding. DINOSAUR's 0.02 starts position
+            small next to the slot and lets long training grow it; the few-thousand-step slots
+            control starts it at the slots' scale (1.0, see experiments/slot_backbones/README.md).
     """
 
     def __init__(self, slot_dim: int, feature_dim: int, num_positions: int,
