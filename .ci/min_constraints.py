@@ -8,10 +8,9 @@ minimum-versions job in ``.ci/run`` keeps that promise honest: it installs featl
 of the named extras is at exactly its floor (``timm==1.0.9``), and runs a smoke subset of the tests.
 Packages featlab does not name stay free (pip picks their newest compatible release).
 
-torch and torchvision are left out: CI's machine holds one torch build (2.14.1, torchvision 0.29.1)
-on its disk, and older ones cannot be installed there in CI's time, so the job runs them at that
-version. Their floors in pyproject.toml are read from the APIs featlab calls, not run; the comment
-beside them says so. Every other dependency must declare a ``>=`` floor: one without is an error,
+torch and torchvision are left out of the pins: CI's machine holds one torch build (2.14.1,
+torchvision 0.29.1) on its disk and no other can be installed there in CI's time, so their declared
+floors are that release line (``torch>=2.14``) and the job runs exactly it. Every other dependency must declare a ``>=`` floor: one without is an error,
 because an unpinned dependency would make the job test the newest release and prove nothing.
 """
 
