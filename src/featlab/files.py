@@ -95,9 +95,8 @@ def _fsync_dir(directory: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with suppress(OSError):  # a filesystem that cannot sync folders keeps the rename anyway
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -224,11 +223,9 @@ def remove_stale_temp_files(directory: str | Path) -> list[Path]:
     """Delete what :func:`stale_temp_files` finds (only our own ``.name.XXXX.partial`` files)."""
     removed = []
     for tmp in stale_temp_files(directory):
-        try:
+        with suppress(OSError):  # gone already, or not ours to delete: leave it, report the rest
             tmp.unlink()
             removed.append(tmp)
-        except OSError:
-            pass
     return removed
 
 

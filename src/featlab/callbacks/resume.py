@@ -120,6 +120,8 @@ class CheckpointOnSignal(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         keeps_last = any(isinstance(cb, ModelCheckpoint) and cb.save_last for cb in trainer.callbacks)
         if keeps_last and not trainer.fast_dev_run:
+            # weights_only=False here means "save optimiser, loops and RNG too" (a resumable file);
+            # every load goes through SafeCheckpointIO with torch.load(weights_only=True)
             trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
