@@ -38,6 +38,8 @@ COMMANDS: dict[str, Command] = {
     "deploy-bench": Command("featlab.tools.deploy_bench", "main",
                             "CPU inference cost of each SR net per path (eager, channels_last, compile, ONNX, int8)"),
     "report": Command("featlab.tools.report", "main", "markdown tables and plots from run directories"),
+    "paired-identification": Command("featlab.tools.paired_identification", "main",
+                                     "face-identification runs differenced against a baseline, probe by probe"),
     "fit-recognizer": Command("featlab.tools.fit_recognizer", "main",
                               "fit an EdgeFace recogniser for the face DSR identity loss"),
     "movi-convert": Command("featlab.tools.movi_convert", "main", "convert MOVi (Kubric) exports to scene folders"),

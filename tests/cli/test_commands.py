@@ -19,6 +19,7 @@ HELP_MENTIONS = {
     "bench": ["steps: 20", "variants: [base]", "sisr_perceptual"],
     "deploy-bench": ["nets=all", "lr_tiles=64,256", "repeats=5"],
     "report": ["--metric", "--out"],
+    "paired-identification": ["--baseline", "--out"],
     "fit-recognizer": ["out=???", "epochs=40", "margin=0.35"],
     "movi-convert": ["--every", "dst"],
 }
@@ -41,7 +42,7 @@ def test_every_subcommand_answers_help(name, capsys):
     out = capsys.readouterr().out
     for text in HELP_MENTIONS[name]:
         assert text in out, f"{name} --help does not mention {text!r}"
-    if name not in ("report", "movi-convert"):  # argparse's own format
+    if name not in ("report", "paired-identification", "movi-convert"):  # argparse's own format
         assert "featlab " + name in out
 
 

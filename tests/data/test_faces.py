@@ -61,6 +61,32 @@ def test_folder_splits_into_train_val_gallery_probe(tmp_path):
     assert torch.equal(first, dm.datasets["val"][0]["lr"])  # a fixed LR per evaluation image
 
 
+def test_split_seed_pins_the_probes_while_seed_still_orders_training(tmp_path):
+    write_identities(tmp_path, {"ann": 8, "bob": 8, "cy": 8})
+
+    def probes(**kwargs):
+        dm = module(tmp_path, **kwargs)
+        dm.setup()
+        return dm.datasets["probe"].images, dm.datasets["probe"].lr
+
+    pinned_a, lr_a = probes(seed=1, split_seed=0)
+    pinned_b, lr_b = probes(seed=2, split_seed=0)
+    assert torch.equal(pinned_a, pinned_b) and torch.equal(lr_a, lr_b)  # same probes, same fixed LR
+    assert torch.equal(pinned_a, probes(seed=0)[0])  # split_seed=null follows seed
+    assert not torch.equal(probes(seed=1)[0], probes(seed=2)[0])
+    with pytest.raises(ConfigError, match="data.split_seed"):
+        module(tmp_path, split_seed="zero")
+
+
+def test_probe_count_is_set_by_identities_and_probe_fraction(tmp_path):
+    """The DSR study's >= 200 probes come from config keys alone (README: 40 x 16, probe 0.32)."""
+    write_identities(tmp_path, {f"p{i}": 16 for i in range(4)})
+    dm = module(tmp_path, probe_fraction=0.32, val_fraction=0.07)
+    dm.setup()
+    sizes = {k: len(v) for k, v in dm.datasets.items()}
+    assert sizes == {"train": 4 * 9, "val": 4, "gallery": 4, "probe": 4 * 5}  # round(0.32 * 16) = 5 per person
+
+
 def test_identities_with_one_image_are_a_clear_error_or_dropped(tmp_path):
     write_identities(tmp_path, {"ann": 4, "bob": 4, "solo": 1})
     with pytest.raises(ConfigError) as err:

@@ -18,6 +18,7 @@ from featlab.metrics.identification import (
     sweep_markdown,
     threshold_grid,
     threshold_sweep,
+    wilson_interval,
     write_predictions_csv,
 )
 
@@ -103,10 +104,24 @@ def test_csv_dump_columns_and_rows(example, tmp_path):
     path = write_predictions_csv(tmp_path / "out" / "preds.csv", result, names=["ann", "bob", "cy"])
     with path.open() as handle:
         rows = list(csv.reader(handle))
-    assert tuple(rows[0]) == CSV_COLUMNS == ("true_id", "predicted_id", "similarity", "correct")
-    assert rows[1] == ["ann", "ann", "0.900000", "1"]
-    assert rows[3][:2] == ["cy", "unknown"] and rows[3][3] == "0"
+    assert tuple(rows[0]) == CSV_COLUMNS == ("probe", "true_id", "predicted_id", "similarity", "correct")
+    assert rows[1] == ["0", "ann", "ann", "0.900000", "1"]
+    assert rows[3][1:3] == ["cy", "unknown"] and rows[3][4] == "0"
     assert len(rows) == 5
+    indexed = write_predictions_csv(tmp_path / "indexed.csv", result, probes=[7, 3, 9, 1])
+    assert [row[0] for row in list(csv.reader(indexed.open()))[1:]] == ["7", "3", "9", "1"]
+
+
+def test_wilson_interval_against_hand_computed_values():
+    # 23 of 40: centre (p + z^2/2n) / (1 + z^2/n) = 0.56843, half-width 0.14648 (z = 1.959964), worked by hand
+    low, high = wilson_interval(23, 40)
+    assert low == pytest.approx(0.42195, abs=2e-5) and high == pytest.approx(0.71491, abs=2e-5)
+    # 0 of 10: [0, z^2 / (n + z^2)] = [0, 3.8415 / 13.8415]; never a zero-width interval at the edge
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=2e-5)
+    assert wilson_interval(10, 10)[0] == pytest.approx(1 - 0.27753, abs=2e-5)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))  # no probes, no interval
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(11, 10)
 
 
 def test_sweep_plot_is_written(example, tmp_path):

@@ -61,12 +61,15 @@ def test_train_run_on_the_embedded_default(train_run, tmp_path):
     total = metrics["test/id_accuracy"] + metrics["test/id_unknown_rate"] + metrics["test/id_wrong_rate"]
     assert abs(total - 1.0) < 1e-6
     assert 0.0 < metrics["test/id_accuracy_chance"] <= 0.5  # 1 / gallery identities (at least 2)
+    assert metrics["test/id_accuracy_ci_low"] <= metrics["test/id_accuracy"] <= metrics["test/id_accuracy_ci_high"]
+    assert metrics["test/id_accuracy_ci_high"] - metrics["test/id_accuracy_ci_low"] > 0.05  # a handful of probes
     assert [row["threshold"] for row in metrics["test/id_sweep"]["dsr"]] == [0.25, 0.3, 0.35, 0.4, 0.45]
     assert metrics["test/id_tta"] is True
     assert (run_dir / "identification_sweep.png").exists() and (run_dir / "identification_sweep.md").exists()
     with dump.open() as handle:
         rows = list(csv.reader(handle))
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1 + int(metrics["test/id_probes"])
+    assert len({row[0] for row in rows[1:]}) == len(rows) - 1  # one row per distinct probe index
     assert dump.with_name("preds_bicubic.csv").exists()
 
 

@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from featlab.backbones.edgeface import EdgeFaceEmbedder, EdgeFaceNet
+from featlab.data.faces import FaceIdentityDataModule
 from featlab.errors import ConfigError
-from featlab.tools.fit_recognizer import CosFaceHead, FitRecognizerArgs, fit, main
+from featlab.tools.fit_recognizer import CosFaceHead, FitRecognizerArgs, face_data, fit, main
 
 TINY = "edgeface_tiny_test"
 
@@ -56,3 +57,17 @@ def test_bad_arguments_name_their_key(tmp_path, capsys):
         fit(FitRecognizerArgs(out=str(tmp_path / "x.pt"), name="edgeface_huge"))
     assert main([f"out={tmp_path / 'x.pt'}", "margin=1.5"]) == 2
     assert "margin" in capsys.readouterr().err
+
+
+def test_the_recogniser_trains_on_the_dsr_runs_train_split_only(tmp_path):
+    """probe_fraction / val_fraction / seed reproduce the DSR run's split (data.split_seed pinned),
+    so a study with more probes per identity never tests on a face the recogniser was fitted to."""
+    write_coloured_identities(tmp_path, images=8)
+    args = FitRecognizerArgs(out="unused", root=str(tmp_path), probe_fraction=0.4, val_fraction=0.2, seed=3)
+    fitted = face_data(args)
+    dsr = FaceIdentityDataModule(root=str(tmp_path), probe_fraction=0.4, val_fraction=0.2, seed=11, split_seed=3,
+                                 num_workers=0, augment=None)
+    dsr.setup()
+    assert len(fitted.datasets["probe"]) == 3 * 3  # round(0.4 * 8) per identity
+    for part in ("train", "val", "gallery", "probe"):
+        assert torch.equal(fitted.datasets[part].images, dsr.datasets[part].images)

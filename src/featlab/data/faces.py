@@ -116,11 +116,18 @@ class FaceIdentityDataModule(DegradingDataModule):
         max_identities: int | None = None,
         max_images_per_identity: int | None = None,
         probe_limit: int | None = None,
+        split_seed: int | None = None,
         degradation: Mapping[str, Any] | None = None,
         augment: Mapping[str, Any] | None = None,
         **loader: Any,
     ) -> None:
-        """``loader``: :class:`BaseDataModule`'s settings (batch size, workers, pinning, seed)."""
+        """``loader``: :class:`BaseDataModule`'s settings (batch size, workers, pinning, seed).
+
+        ``split_seed`` fixes which images are train/val/gallery/probe (and the fixed LR of the
+        evaluation sets) apart from ``seed``, which also orders the training batches. ``None`` means
+        ``seed``. Pin it when repeating a study over seeds, so every seed and every configuration is
+        tested on the same probes (a paired comparison) and one fitted recogniser never saw them.
+        """
         super().__init__(**loader)
         require(isinstance(scale, int) and scale >= 1, "data.scale", f"must be a positive integer, got {scale!r}")
         require(hr_size % scale == 0, "data.scale",
@@ -144,6 +151,9 @@ class FaceIdentityDataModule(DegradingDataModule):
         self.drop_singletons = drop_singletons
         self.max_identities, self.max_images_per_identity = max_identities, max_images_per_identity
         self.probe_limit = probe_limit
+        require(split_seed is None or isinstance(split_seed, int), "data.split_seed",
+                f"must be an integer or null, got {split_seed!r}")
+        self.split_seed = self.seed if split_seed is None else split_seed
         self.degradation = Degradation.from_config(scale, degradation)  # any integer scale: x7 for 16 -> 112
         self.augment = FaceAugment(**dict(to_plain(augment))) if augment is not None else None
         self.identity_names: list[str] = []
@@ -183,7 +193,7 @@ class FaceIdentityDataModule(DegradingDataModule):
         self.identity_names = sorted(decoded)
         images, labels, split = [], [], FaceSplit()
         for label, name in enumerate(self.identity_names):
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + label)
+            generator = torch.Generator().manual_seed(self.split_seed * 1_000_003 + label)
             parts = split_identity(len(decoded[name]), self.gallery_per_identity, self.probe_fraction,
                                    self.val_fraction, generator)
             offset = len(images)
@@ -224,7 +234,7 @@ class FaceIdentityDataModule(DegradingDataModule):
         """A seeded subset of ``probe_limit`` probes spread over identities (``limit`` for quick evals)."""
         if self.probe_limit is None or self.probe_limit >= len(probe):
             return probe
-        pick = torch.randperm(len(probe), generator=torch.Generator().manual_seed(self.seed))[: self.probe_limit]
+        pick = torch.randperm(len(probe), generator=torch.Generator().manual_seed(self.split_seed))[: self.probe_limit]
         return [probe[i] for i in sorted(pick.tolist())]
 
     def _fixed_lr(self, hr_uint8: torch.Tensor, part: str) -> torch.Tensor:
@@ -232,7 +242,7 @@ class FaceIdentityDataModule(DegradingDataModule):
         offset = TEST_SETS.index(part) + 1 if part in TEST_SETS else 0
         lr = []
         for i, image in enumerate(hr_uint8):
-            generator = torch.Generator().manual_seed((self.seed * 10 + offset) * 100_003 + i)
+            generator = torch.Generator().manual_seed((self.split_seed * 10 + offset) * 100_003 + i)
             lr.append(self.degradation(image[None].float() / 255.0, generator=generator)[0])
         return torch.stack(lr) if lr else torch.empty(0, 3, self.hr_size // self.scale, self.hr_size // self.scale)
 

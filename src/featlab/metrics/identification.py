@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from featlab.files import atomic_open, save_figure
 
 UNKNOWN = -1
 UNKNOWN_NAME = "unknown"
-CSV_COLUMNS = ("true_id", "predicted_id", "similarity", "correct")
+CSV_COLUMNS = ("probe", "true_id", "predicted_id", "similarity", "correct")
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -84,6 +85,25 @@ def score(predicted: torch.Tensor, true: torch.Tensor) -> IdentificationScores:
         wrong_rate=(~correct & ~unknown).float().mean().item(),
         count=n,
     )
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``successes / n`` (e.g. accuracy over ``n`` probes).
+
+    Why Wilson and not ``p ± z sqrt(p(1-p)/n)``: the normal approximation collapses to zero width
+    at 0 or n successes and leaves [0, 1] near them; the score interval keeps its coverage there,
+    which matters for the small probe sets of offline studies. It is the interval of the probe
+    *sample* only: training noise across seeds comes on top.
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n, got {successes} of {n}")
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -166,8 +186,13 @@ def plot_sweep(sweeps: Mapping[str, Sequence[Mapping[str, float]]], path: str | 
     return path
 
 
-def write_predictions_csv(path: str | Path, result: Identification, names: Sequence[str] | None = None) -> Path:
-    """One row per probe: true id, predicted id (``unknown`` when rejected), similarity, correct."""
+def write_predictions_csv(path: str | Path, result: Identification, names: Sequence[str] | None = None,
+                          probes: Sequence[int] | None = None) -> Path:
+    """One row per probe: its index, true id, predicted id (``unknown`` when rejected), similarity, correct.
+
+    ``probes`` are the probes' dataset indices (default: row numbers); they let two runs tested on
+    the same probe set be compared probe by probe (a paired comparison).
+    """
 
     def name(label: int) -> str:
         label = int(label)
@@ -179,6 +204,8 @@ def write_predictions_csv(path: str | Path, result: Identification, names: Seque
     with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
-        for true, pred, sim in zip(result.true.tolist(), result.predicted.tolist(), result.similarity.tolist()):
-            writer.writerow([name(true), name(pred), f"{sim:.6f}", int(pred == true)])
+        index = list(probes) if probes is not None else list(range(int(result.true.numel())))
+        rows = zip(index, result.true.tolist(), result.predicted.tolist(), result.similarity.tolist(), strict=True)
+        for probe, true, pred, sim in rows:
+            writer.writerow([int(probe), name(true), name(pred), f"{sim:.6f}", int(pred == true)])
     return path

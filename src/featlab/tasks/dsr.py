@@ -38,6 +38,7 @@ from featlab.metrics.identification import (
     sweep_markdown,
     threshold_grid,
     threshold_sweep,
+    wilson_interval,
     write_predictions_csv,
 )
 from featlab.tasks.restoration import RestorationTask
@@ -215,7 +216,7 @@ class FaceDSRTask(RestorationTask):
         settings = self.eval_settings
         via_dsr = settings.gallery_via_dsr
         gallery = self._unique("gallery", ["label", *(("dsr", "bicubic") if via_dsr else ("hr",))])
-        probes = self._unique("probe", ["label", *PROBE_METHODS])
+        probes = self._unique("probe", ["label", "index", *PROBE_METHODS])
         results: dict[str, Identification] = {}
         for method in PROBE_METHODS:
             reference = gallery[gallery_key(method, via_dsr)]
@@ -225,13 +226,18 @@ class FaceDSRTask(RestorationTask):
             for name, value in results[method].scores.as_dict().items():
                 if name != "count":
                     self.log(f"test/id_{name}{suffix}", value, add_dataloader_idx=False)
-        self.log("test/id_probes", float(results["dsr"].scores.count), add_dataloader_idx=False)
+        count = results["dsr"].scores.count
+        self.log("test/id_probes", float(count), add_dataloader_idx=False)
+        # how far the probe sample alone leaves the accuracy uncertain (Wilson 95 %), before seeds
+        low, high = wilson_interval(round(results["dsr"].scores.accuracy * count), count)
+        self.log("test/id_accuracy_ci_low", low, add_dataloader_idx=False)
+        self.log("test/id_accuracy_ci_high", high, add_dataloader_idx=False)
         # a guess among the gallery's identities: the floor a study report draws under id_accuracy
         identities = gallery["label"].unique().numel()
         self.log("test/id_accuracy_chance", 1.0 / max(identities, 1), add_dataloader_idx=False)
-        self._report(results)
+        self._report(results, probes["index"].tolist())
 
-    def _report(self, results: dict[str, Identification]) -> None:
+    def _report(self, results: dict[str, Identification], probe_index: list[int]) -> None:
         """Sweep table and plot, optional CSV dump; written by rank 0 into the run directory."""
         settings = self.eval_settings
         sweeps = {m: threshold_sweep(r, settings.thresholds) for m, r in results.items()}
@@ -249,8 +255,9 @@ class FaceDSRTask(RestorationTask):
         if dump:
             path = run_dir / "identification_predictions.csv" if dump is True else Path(str(dump)).expanduser()
             names = getattr(self.trainer.datamodule, "identity_names", None) or None
-            write_predictions_csv(path, results["dsr"], names)
-            write_predictions_csv(path.with_name(f"{path.stem}_bicubic{path.suffix}"), results["bicubic"], names)
+            write_predictions_csv(path, results["dsr"], names, probe_index)
+            write_predictions_csv(path.with_name(f"{path.stem}_bicubic{path.suffix}"), results["bicubic"], names,
+                                  probe_index)
             log.info("identification predictions written to %s", path)
 
     def extra_results(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Fit an EdgeFace recogniser to identity folders, when no published EdgeFace checkpoint is at hand.
 
     python -m featlab.tools.fit_recognizer out=runs/recognizer/edgeface_xxs.pt \
-        [name=edgeface_xxs root=/faces epochs=40 batch_size=32 lr=2e-3 margin=0.35 device=auto]
+        [name=edgeface_xxs root=/faces epochs=40 batch_size=32 lr=2e-3 margin=0.35 device=auto
+         identities=20 images_per_identity=12 probe_fraction=0.2 val_fraction=0.1 seed=0]
 
 Why it exists: the face-DSR identity loss and recognition test are only as meaningful as the
 recogniser. A randomly initialised EdgeFace maps every face to nearly the same embedding, so
@@ -51,7 +52,9 @@ class FitRecognizerArgs:
     root: str | None = None         # face folder (one subfolder per identity); null: synthetic faces
     identities: int = 20            # synthetic set only (as data/faces_synthetic.yaml)
     images_per_identity: int = 12   # synthetic set only
-    seed: int = 0                   # the split seed: keep it equal to the DSR run's `seed`
+    seed: int = 0                   # the split seed: keep it equal to the DSR run's data.split_seed (or seed)
+    probe_fraction: float = 0.2     # as the DSR run's data.probe_fraction (the split must match)
+    val_fraction: float = 0.1       # as the DSR run's data.val_fraction
     epochs: int = 40                # passes over the training split
     batch_size: int = 32            # faces per step
     lr: float = 2.0e-3              # AdamW peak learning rate (cosine decay)
@@ -106,7 +109,8 @@ def face_data(args: FitRecognizerArgs) -> FaceIdentityDataModule:
     synthetic = None if args.root else {"identities": args.identities, "images_per_identity": args.images_per_identity,
                                         "size": 112, "seed": 0}
     data = FaceIdentityDataModule(root=args.root, synthetic=synthetic, seed=args.seed, num_workers=0,
-                                  persistent_workers=False, pin_memory=False, batch_size=args.batch_size)
+                                  persistent_workers=False, pin_memory=False, batch_size=args.batch_size,
+                                  probe_fraction=args.probe_fraction, val_fraction=args.val_fraction)
     data.prepare_data()
     data.setup("fit")
     return data
