@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -214,3 +216,35 @@ def test_upscale_takes_a_published_weight_file(tmp_path, capsys):
     # tiles of 8 px with 4 px overlap on a tiny net: equal to the untiled forward away from seams
     assert got.shape == expected.shape == (3, 48, 40)
     assert (got - expected).abs().max() <= 1
+
+
+@pytest.mark.parametrize("options", [["precision=bf16"], pytest.param(["compile=true"], marks=pytest.mark.slow)])
+def test_upscale_fast_paths_match_fp32(tmp_path, options):
+    """The deployment paths deploy-bench measures give the fp32 picture: compile exactly (8-bit
+    rounding aside), bf16 within a few grey levels. (compile on ESPCN and one tile shape: inductor
+    takes minutes per shape for a transformer on 2 cores.)"""
+    import numpy as np
+    from PIL import Image
+
+    from featlab.tools.upscale import main
+
+    compiling = options == ["compile=true"]
+    fixture = (_checkpoint(tmp_path) if compiling else
+               Path(__file__).resolve().parents[1] / "fixtures" / "official" / "swinir_light" / "checkpoint.pth")
+    images = _images(tmp_path / "in", ["a.png"])
+    pictures = []
+    for name, extra in (("fp32", []), ("fast", options)):
+        tiling = ["tile=16", "overlap=4"] if compiling else ["tile=8", "overlap=4"]
+        assert main([f"ckpt_path={fixture}", f"input={images}", f"output={tmp_path / name}", *tiling, *extra]) == 0
+        pictures.append(np.asarray(Image.open(tmp_path / name / "a.png"), dtype=np.float64))
+    error = np.abs(pictures[0] - pictures[1])
+    assert error.max() <= (1 if compiling else 12) and error.mean() < 1.5
+
+
+def test_upscale_unknown_precision_is_one_line(tmp_path, capsys):
+    from featlab.tools.upscale import main
+
+    images = _images(tmp_path / "in", ["a.png"])
+    assert main([f"ckpt_path={_checkpoint(tmp_path)}", f"input={images}", f"output={tmp_path / 'o'}", "precision=fp16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "precision" in err and "bf16" in err

@@ -23,6 +23,7 @@ from featlab.data.images import IMAGE_EXTENSIONS, UNREADABLE, list_images, load_
 from featlab.errors import ConfigError, require
 from featlab.files import write_with
 from featlab.tools.checkpoint import load_net_from_checkpoint, resolve_checkpoint
+from featlab.tools.fast_inference import PRECISIONS, fast_forward
 from featlab.tools.tiled import tiled_forward
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class UpscaleArgs:
     batch_tiles: int = 8         # tiles per forward pass
     device: str = "auto"         # auto (CUDA if present), cpu, cuda, cuda:1, ...
     blend: str = "feather"       # how overlapping tiles are merged (feather | crop)
+    precision: str = "fp32"      # fp32 | bf16 (autocast; 2-6x faster on CPUs with AMX / AVX-512-BF16, see deploy-bench)
+    compile: bool = False        # torch.compile with frozen weights (compiles once per tile shape: for big batches)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,11 +115,13 @@ def upscale(args: UpscaleArgs) -> list[Path]:
         raise ConfigError("output", f"'{out_dir}' is a file; output must be a folder (it is created if missing)")
     if Path(args.input).expanduser().is_dir() and out_dir.resolve() == root.resolve():
         raise ConfigError("output", f"'{out_dir}' is the input folder; choose another output folder")
+    require(args.precision in PRECISIONS, "precision", f"'{args.precision}' is not one of {', '.join(PRECISIONS)}")
     plan = plan_outputs(root, files, out_dir)  # before the (slow) model load: bad plans fail fast
     device = resolve_device(args.device)
     net, hparams = load_net_from_checkpoint(args.ckpt_path, map_location="cpu")
     net = net.to(device)
     scale = int(getattr(net, "scale", None) or hparams["scale"])  # the net's own scale is the truth
+    forward = fast_forward(net, device, args.precision, args.compile)
     written: list[Path] = []
     skipped: list[Path] = []
     for index, (file, target) in enumerate(plan.items(), 1):
@@ -127,7 +132,7 @@ def upscale(args: UpscaleArgs) -> list[Path]:
             skipped.append(file)
             continue
         start = time.perf_counter()
-        sr = tiled_forward(net, to_tensor(rgb), scale, args.tile, args.overlap, args.batch_tiles, args.blend)
+        sr = tiled_forward(forward, to_tensor(rgb), scale, args.tile, args.overlap, args.batch_tiles, args.blend)
         image = to_image(sr)
         write_with(target, lambda buffer, image=image: image.save(buffer, format="PNG"))
         written.append(target)
