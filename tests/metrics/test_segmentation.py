@@ -13,6 +13,7 @@ from featlab.metrics.segmentation import (
     adjusted_rand_index,
     masks_to_ids,
     mean_best_overlap,
+    position_regions,
     slot_colour_std,
 )
 
@@ -91,3 +92,27 @@ def test_metric_accumulates_and_warns_when_objects_outnumber_slots(caplog):
 def test_size_mismatch_is_a_config_error():
     with pytest.raises(ConfigError, match="data.masks"):
         adjusted_rand_index(ids([1, 2]), ids([1, 2, 3]))
+
+
+def test_position_regions_split_the_image_into_k_compact_regions_the_same_every_time():
+    regions = position_regions(32, 4)
+    assert regions.shape == (32, 32) and sorted(regions.unique().tolist()) == [0, 1, 2, 3]
+    assert torch.equal(regions, position_regions(32, 4))                # fixed, not image-dependent
+    assert torch.equal(position_regions((8, 16), 1), torch.zeros(8, 16, dtype=torch.long))
+    # 4 regions of a square are its quadrants: each region has the area of one, +-10 %
+    areas = torch.bincount(regions.flatten(), minlength=4).float()
+    assert ((areas - 256).abs() <= 26).all()
+    # compact: a region's pixels lie within a quadrant-sized box
+    for j in range(4):
+        ys, xs = torch.nonzero(regions == j, as_tuple=True)
+        assert ys.max() - ys.min() < 20 and xs.max() - xs.min() < 20
+    with pytest.raises(ConfigError, match="^task.slots.num_slots"):
+        position_regions(4, 17)
+
+
+def test_fixed_split_scores_above_zero_when_objects_sit_in_different_regions():
+    """Why the slots task logs it: one object per quadrant is segmented perfectly by position alone."""
+    truth = torch.zeros(1, 32, 32, dtype=torch.long)
+    truth[0, 2:8, 2:8], truth[0, 24:30, 24:30] = 1, 2
+    regions = position_regions(32, 4)[None]
+    assert adjusted_rand_index(truth, regions).item() == pytest.approx(1.0)

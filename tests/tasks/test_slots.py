@@ -127,8 +127,9 @@ def test_fast_dev_run_slots_dinov2(train_run):
     assert results["status"] == "finished", results["error"]
     metrics = results["metrics"]
     for key in ("test/fg_ari", "test/mbo", "test/loss", "eval_train/loss", "test/gap", "val/loss",
-                "test/proxy_slot_colour_std", "features/raw_std"):
+                "test/proxy_slot_colour_std", "features/raw_std", "test/fg_ari_fixed_split", "test/mbo_fixed_split"):
         assert key in metrics, key
+    assert 0 < metrics["test/mbo_fixed_split"] <= 1  # the baseline the report draws, same test images
     assert metrics["test/gap"] == pytest.approx(metrics["test/loss"] - metrics["eval_train/loss"], abs=1e-5)
     assert metrics["slots/backbone"] == "dinov2_vits14" and metrics["slots/tap_layer"] == "last"
     assert metrics["slots/native_grid"] == "16x16" and metrics["slots/projection"] is False

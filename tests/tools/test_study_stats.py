@@ -84,3 +84,11 @@ def test_baselines_come_from_the_logged_twins_and_known_chance_levels():
     assert {b.label: b.key for b in baselines(runs, "test/psnr")}["bicubic"] == "test/psnr_bicubic"
     ari = baselines(runs_of({"a": [0.01]}, "test/fg_ari"), "test/fg_ari")
     assert [(b.label, b.value) for b in ari] == [("chance", 0.0)]
+
+
+def test_slot_runs_fixed_split_is_drawn_beside_chance():
+    """The slots task logs test/fg_ari_fixed_split: on the embedded scenes that, not 0, is the bar."""
+    runs = runs_of({"a": [0.6], "b": [0.7]}, "test/fg_ari")
+    runs[0].metrics["test/fg_ari_fixed_split"], runs[1].metrics["test/fg_ari_fixed_split"] = 0.5, 0.6
+    found = {b.label: b.value for b in baselines(runs, "test/fg_ari")}
+    assert found == {"fixed spatial split": pytest.approx(0.55), "chance": 0.0}

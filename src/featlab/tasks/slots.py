@@ -40,7 +40,7 @@ from featlab.backbones.featnorm import FeatureNormalizer
 from featlab.config import to_plain
 from featlab.errors import ConfigError, require, unknown_name
 from featlab.files import save_figure
-from featlab.metrics.segmentation import SlotSegmentationMetrics, masks_to_ids
+from featlab.metrics.segmentation import SlotSegmentationMetrics, masks_to_ids, position_regions
 from featlab.nets.decoders import MLPBroadcastDecoder
 from featlab.nets.slot_attention import SlotAttention
 from featlab.tasks.base import FeatlabTask
@@ -121,7 +121,9 @@ class SlotAttentionTask(FeatlabTask):
 
         self.stats_batches, self.cache_features = stats_batches, cache_features
         self.preview_rows, self.figure_rows = preview_rows, figure_rows
-        self.seg_metrics = nn.ModuleDict({s: SlotSegmentationMetrics(self.num_slots) for s in ("val", "test")})
+        self.seg_metrics = nn.ModuleDict({s: SlotSegmentationMetrics(self.num_slots)
+                                          for s in ("val", "test", "fixed_split")})
+        self.fixed_regions: dict[tuple[int, int], torch.Tensor] = {}
         self.mean_losses = nn.ModuleDict({f"loss_{s}": MeanMetric() for s in ("train", "val", "test", "eval_train")})
         self.feature_cache: dict[tuple[int, int], torch.Tensor] = {}
         self.history: list[dict[str, float]] = []
@@ -213,7 +215,22 @@ class SlotAttentionTask(FeatlabTask):
         if stage in self.seg_metrics and "mask" in batch:
             pred_ids = masks_to_ids(self.scored_masks(out), tuple(images.shape[-2:]))
             self.seg_metrics[stage].update(pred_ids, batch["mask"], images.float())
+            if stage == "test":
+                self._update_fixed_split(batch["mask"])
         return out
+
+    def _update_fixed_split(self, true_ids: torch.Tensor) -> None:
+        """Score the fixed-split baseline on the same test images: ``num_slots`` position-only regions.
+
+        Logged as ``test/fg_ari_fixed_split`` / ``test/mbo_fixed_split`` (the report draws them as
+        the baseline): on scenes of small spread-out objects this, not 0, is what a slot model
+        has to beat to show segmentation (experiments/slot_backbones/README.md).
+        """
+        size = tuple(true_ids.shape[-2:])
+        if size not in self.fixed_regions:
+            self.fixed_regions[size] = position_regions(size, self.num_slots)  # type: ignore[arg-type]
+        regions = self.fixed_regions[size].to(true_ids.device).expand(true_ids.shape[0], -1, -1)
+        self.seg_metrics["fixed_split"].update(regions, true_ids)
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
         out = self._evaluate("val", batch, batch_idx)
@@ -257,6 +274,12 @@ class SlotAttentionTask(FeatlabTask):
             self.log("eval_train/loss", train_loss, add_dataloader_idx=False)
             self.log("test/gap", test_loss - train_loss, add_dataloader_idx=False)
         self._log_segmentation("test")
+        fixed = self.seg_metrics["fixed_split"]
+        if fixed.update_count:
+            values = fixed.compute()
+            for name in ("fg_ari", "mbo"):
+                self.log(f"test/{name}_fixed_split", values[name], add_dataloader_idx=False)
+        fixed.reset()
         if self.trainer.is_global_zero and self.figure_batch is not None:
             self._save_test_figure()
 

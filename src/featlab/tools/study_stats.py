@@ -196,8 +196,10 @@ def verdict(groups: Sequence[ConfigGroup], keys: Sequence[str], metric: str, mod
 # -- baselines ------------------------------------------------------------------------------------
 # What a result must be read against, found in results.json as ``<metric>_<suffix>`` (tasks log
 # them beside the metric): bicubic upscaling, the HR-input ceiling, the backbone before training
-# (random init when pretrained=false), and chance level.
-BASELINE_SUFFIXES = {"bicubic": "bicubic", "hr": "HR ceiling", "init": "at initialisation", "chance": "chance"}
+# (random init when pretrained=false), chance level, and a fixed spatial split (slots: position-only
+# regions scored on the same test images).
+BASELINE_SUFFIXES = {"bicubic": "bicubic", "hr": "HR ceiling", "init": "at initialisation", "chance": "chance",
+                     "fixed_split": "fixed spatial split"}
 # Chance levels that need no logging: the adjusted Rand index is 0 in expectation for random labels.
 KNOWN_CHANCE = {"fg_ari": 0.0, "ari": 0.0}
 
