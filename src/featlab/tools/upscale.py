@@ -1,10 +1,12 @@
 """Upscale an image or a folder of images with a trained SR checkpoint.
 
     python -m featlab.tools.upscale ckpt_path=run/last.ckpt input=photo.png output=out/ \
-        [tile=128 overlap=16 batch_tiles=8 device=auto blend=feather]
+        [tile=128 overlap=16 batch_tiles=8 device=auto blend=feather precision=fp32 compile=false]
 
 Every image runs through :func:`featlab.tools.tiled.tiled_forward`, so size is bounded by
 disk, not GPU memory; results are written as PNG (``<output>/<relative path>/<stem>.png``).
+``precision=bf16`` / ``compile=true`` are the fast paths ``featlab deploy-bench`` measures
+(:mod:`featlab.tools.fast_inference`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class UpscaleArgs:
     batch_tiles: int = 8         # tiles per forward pass
     device: str = "auto"         # auto (CUDA if present), cpu, cuda, cuda:1, ...
     blend: str = "feather"       # how overlapping tiles are merged (feather | crop)
-    precision: str = "fp32"      # fp32 | bf16 (autocast; 2-6x faster on CPUs with AMX / AVX-512-BF16, see deploy-bench)
+    precision: str = "fp32"      # fp32 | bf16 (autocast; 2-7x faster on CPUs with AMX / AVX-512-BF16, see deploy-bench)
     compile: bool = False        # torch.compile with frozen weights (compiles once per tile shape: for big batches)
 
 
