@@ -127,10 +127,22 @@ def test_fast_dev_run_slots_dinov2(train_run):
     assert results["status"] == "finished", results["error"]
     metrics = results["metrics"]
     for key in ("test/fg_ari", "test/mbo", "test/loss", "eval_train/loss", "test/gap", "val/loss",
-                "test/proxy_slot_colour_std", "features/raw_std", "test/fg_ari_fixed_split", "test/mbo_fixed_split"):
+                "test/proxy_slot_colour_std", "features/raw_std", "test/fg_ari_fixed_split", "test/mbo_fixed_split", "test/fg_ari_attention"):
         assert key in metrics, key
     assert 0 < metrics["test/mbo_fixed_split"] <= 1  # the baseline the report draws, same test images
     assert metrics["test/gap"] == pytest.approx(metrics["test/loss"] - metrics["eval_train/loss"], abs=1e-5)
     assert metrics["slots/backbone"] == "dinov2_vits14" and metrics["slots/tap_layer"] == "last"
     assert metrics["slots/native_grid"] == "16x16" and metrics["slots/projection"] is False
     assert (run_dir / "slots" / "test_slots.png").exists() and (run_dir / "images").is_dir()
+
+
+def test_constant_feature_decoder_gives_each_slot_one_vector_and_masks_by_position():
+    task = tiny_task(decoder={"hidden_dims": [32], "slot_features": "constant"})
+    slots = torch.randn(2, 3, 16)
+    reconstruction, masks, features = task.decoder(slots)
+    assert reconstruction.shape == (2, 16, 32) and masks.shape == (2, 3, 16) and features.shape == (2, 3, 16, 32)
+    assert torch.allclose(features, features[:, :, :1].expand_as(features))        # constant over positions
+    assert not torch.allclose(masks, masks[:, :, :1].expand_as(masks))             # masks are not
+    assert torch.allclose(reconstruction, torch.einsum("bkn,bknf->bnf", masks, features), atol=1e-6)
+    with pytest.raises(ConfigError, match="^task.decoder.slot_features: unknown decoder kind 'pixel'"):
+        tiny_task(decoder={"hidden_dims": [32], "slot_features": "pixel"})

@@ -42,13 +42,39 @@ from featlab.errors import ConfigError, require, unknown_name
 from featlab.files import save_figure
 from featlab.metrics.segmentation import SlotSegmentationMetrics, masks_to_ids, position_regions
 from featlab.nets.decoders import MLPBroadcastDecoder
-from featlab.nets.slot_attention import SlotAttention
+from featlab.nets.slot_attention import SlotAttention, mlp
 from featlab.tasks.base import FeatlabTask
 from featlab.visualize import colour_ids, grid_from_columns, save_png, save_titled_grid
 
 log = logging.getLogger(__name__)
 
 MASK_SOURCES = ("decoder", "attention")
+SLOT_FEATURES = ("broadcast", "constant")
+
+
+class ConstantFeatureDecoder(nn.Module):
+    """Each slot decodes to ONE feature vector; only its mask depends on the position.
+
+    The masks come from the MLP broadcast decoder's alpha (slot + positional embedding -> MLP ->
+    softmax over slots); the features from an MLP of the slot alone. The reconstruction is the
+    mask-weighted sum of the slots' vectors, so the loss is a soft k-means distortion: a slot that
+    spans two regions of different features pays for it, whereas the broadcast decoder can paint
+    several colours from one slot (its masks stayed smooth positional blobs on the slots control,
+    experiments/slot_backbones/README.md). Same interface as :class:`MLPBroadcastDecoder`.
+    """
+
+    def __init__(self, slot_dim: int, feature_dim: int, num_positions: int, hidden_dims=(1024, 1024, 1024),
+                 pos_init_std: float = 0.02) -> None:
+        super().__init__()
+        self.masks = MLPBroadcastDecoder(slot_dim, 0, num_positions, hidden_dims, pos_init_std)
+        self.features = mlp(slot_dim, list(hidden_dims)[-1:], feature_dim)
+
+    def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``(reconstruction (B, N, F), masks (B, K, N), per-slot features (B, K, N, F))``."""
+        _, masks, _ = self.masks(slots)
+        features = self.features(slots)  # (B, K, F)
+        reconstruction = torch.einsum("bkn,bkf->bnf", masks, features)
+        return reconstruction, masks, features.unsqueeze(2).expand(-1, -1, masks.shape[-1], -1)
 
 TAP_DESCRIPTION = {
     "last": "final LayerNorm output of the patch tokens (ViT) / last stage (CNN)",
@@ -115,14 +141,19 @@ class SlotAttentionTask(FeatlabTask):
         self.num_slots = int(slots_cfg.get("num_slots", 7))
         slot_dim = int(slots_cfg.pop("slot_dim", 256))
         self.slot_attention = SlotAttention(slot_dim=slot_dim, input_dim=feature_dim, **slots_cfg)
-        self.decoder = MLPBroadcastDecoder(slot_dim, channels, grid_size * grid_size,
-                                           hidden_dims=decoder_cfg.get("hidden_dims", (1024, 1024, 1024)),
-                                           pos_init_std=float(decoder_cfg.get("pos_init_std", 0.02)))
+        slot_features = str(decoder_cfg.get("slot_features", "broadcast"))
+        if slot_features not in SLOT_FEATURES:
+            raise unknown_name("task.decoder.slot_features", slot_features, SLOT_FEATURES, "decoder kind")
+        decoder_class = MLPBroadcastDecoder if slot_features == "broadcast" else ConstantFeatureDecoder
+        self.decoder = decoder_class(slot_dim, channels, grid_size * grid_size,
+                                     hidden_dims=decoder_cfg.get("hidden_dims", (1024, 1024, 1024)),
+                                     pos_init_std=float(decoder_cfg.get("pos_init_std", 0.02)))
 
         self.stats_batches, self.cache_features = stats_batches, cache_features
         self.preview_rows, self.figure_rows = preview_rows, figure_rows
         self.seg_metrics = nn.ModuleDict({s: SlotSegmentationMetrics(self.num_slots)
-                                          for s in ("val", "test", "fixed_split")})
+                                          for s in ("val", "test", "fixed_split", "other_source")})
+        self.other_source = next(s for s in MASK_SOURCES if s != mask_source)
         self.fixed_regions: dict[tuple[int, int], torch.Tensor] = {}
         self.mean_losses = nn.ModuleDict({f"loss_{s}": MeanMetric() for s in ("train", "val", "test", "eval_train")})
         self.feature_cache: dict[tuple[int, int], torch.Tensor] = {}
@@ -163,9 +194,9 @@ class SlotAttentionTask(FeatlabTask):
         masks = masks.reshape(masks.shape[0], masks.shape[1], self.grid_size, self.grid_size)
         return SlotOutput(loss=loss, masks=masks, attention=attention, slots=slots)
 
-    def scored_masks(self, out: SlotOutput) -> torch.Tensor:
-        """(B, K, G, G) the masks that are scored and drawn: the decoder's or the attention's."""
-        if self.mask_source == "decoder":
+    def scored_masks(self, out: SlotOutput, source: str | None = None) -> torch.Tensor:
+        """(B, K, G, G) the masks that are scored and drawn (``source``, default ``mask_source``)."""
+        if (source or self.mask_source) == "decoder":
             return out.masks
         return out.attention.reshape(out.attention.shape[0], -1, self.grid_size, self.grid_size)
 
@@ -217,6 +248,8 @@ class SlotAttentionTask(FeatlabTask):
             self.seg_metrics[stage].update(pred_ids, batch["mask"], images.float())
             if stage == "test":
                 self._update_fixed_split(batch["mask"])
+                other = masks_to_ids(self.scored_masks(out, self.other_source), tuple(images.shape[-2:]))
+                self.seg_metrics["other_source"].update(other, batch["mask"])
         return out
 
     def _update_fixed_split(self, true_ids: torch.Tensor) -> None:
@@ -274,12 +307,14 @@ class SlotAttentionTask(FeatlabTask):
             self.log("eval_train/loss", train_loss, add_dataloader_idx=False)
             self.log("test/gap", test_loss - train_loss, add_dataloader_idx=False)
         self._log_segmentation("test")
-        fixed = self.seg_metrics["fixed_split"]
-        if fixed.update_count:
-            values = fixed.compute()
-            for name in ("fg_ari", "mbo"):
-                self.log(f"test/{name}_fixed_split", values[name], add_dataloader_idx=False)
-        fixed.reset()
+        # the fixed split (the baseline the report draws) and the other mask source, same test images
+        for metric_name, key in (("fixed_split", "test/{}_fixed_split"), ("other_source", "test/{}_" + self.other_source)):
+            metric = self.seg_metrics[metric_name]
+            if metric.update_count:
+                values = metric.compute()
+                for name in ("fg_ari", "mbo"):
+                    self.log(key.format(name), values[name], add_dataloader_idx=False)
+            metric.reset()
         if self.trainer.is_global_zero and self.figure_batch is not None:
             self._save_test_figure()
 
