@@ -36,7 +36,7 @@ def test_slots_control_experiment_builds_on_the_slot_study():
     cfg = compose(["experiment=slots_control"])
     assert cfg.task.backbone.name == CONTROL_NAME and cfg.task.backbone.pretrained is False
     assert cfg.study == "slot_backbones" and cfg.task._target_.endswith("SlotAttentionTask")
-    assert cfg.task.decoder.pos_init_std == 1.0 and cfg.task.slots.num_slots == 11
-    assert cfg.task.decoder.slot_features == "constant"
-    assert cfg.trainer.max_steps == 2000 and cfg.trainer.gradient_clip_val == 1.0  # slots_dino's clip kept
+    assert cfg.task.slots.num_slots == 11 and cfg.task.mask_source == "attention"
+    assert cfg.task.decoder.slot_features == "constant" and cfg.task.decoder.masks_from == "attention"
+    assert cfg.trainer.max_steps == 1000 and cfg.trainer.gradient_clip_val == 1.0  # slots_dino's clip kept
     assert compose(["experiment=slots_control", "trainer=cpu"]).trainer.limit_train_batches == 4

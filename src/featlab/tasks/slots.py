@@ -12,6 +12,9 @@ Method (DINOSAUR-style, Seitzer et al. 2023, on Locatello et al.'s slot attentio
    projection cannot shrink the target to make the loss vanish.
 4. Slot attention groups the tokens into ``num_slots`` slots; the MLP broadcast decoder rebuilds
    the feature map with one alpha mask per slot; the loss is the MSE to the target.
+   (``decoder.slot_features=constant``: one feature vector per slot; with
+   ``decoder.masks_from=attention`` its masks are slot attention's own assignment, a mixture
+   model: the slots positive control, :class:`ConstantFeatureDecoder`.)
 
 Evaluation: the decoder's masks (``mask_source=attention``: slot attention's own last-round
 attention over the tokens, as SLATE/STEVE score it; DINOSAUR reports both), upsampled to the image, against ground-truth instance masks
@@ -50,31 +53,50 @@ log = logging.getLogger(__name__)
 
 MASK_SOURCES = ("decoder", "attention")
 SLOT_FEATURES = ("broadcast", "constant")
+MASKS_FROM = ("position", "attention")
 
 
 class ConstantFeatureDecoder(nn.Module):
-    """Each slot decodes to ONE feature vector; only its mask depends on the position.
+    """Each slot decodes to ONE feature vector; only the masks say where it goes.
 
-    The masks come from the MLP broadcast decoder's alpha (slot + positional embedding -> MLP ->
-    softmax over slots); the features from an MLP of the slot alone. The reconstruction is the
-    mask-weighted sum of the slots' vectors, so the loss is a soft k-means distortion: a slot that
-    spans two regions of different features pays for it, whereas the broadcast decoder can paint
-    several colours from one slot (its masks stayed smooth positional blobs on the slots control,
-    experiments/slot_backbones/README.md). Same interface as :class:`MLPBroadcastDecoder`.
+    The features come from an MLP of the slot alone; the reconstruction is the mask-weighted sum of
+    the slots' vectors, so the loss is a soft k-means distortion: a slot that spans two regions of
+    different features pays for it, whereas the broadcast decoder can paint several colours from
+    one slot (its masks stayed smooth positional blobs on the slots control,
+    experiments/slot_backbones/README.md). Where the masks come from (``masks_from``):
+
+    - ``position``: the MLP broadcast decoder's alpha (slot + positional embedding -> MLP ->
+      softmax over slots), so a slot must encode the shape and place of its region;
+    - ``attention``: slot attention's own last-round assignment of the tokens. The model is then a
+      mixture model (as in the Slot Mixture Module, Kirilenko et al. 2023): the loss trains the
+      assignment directly, which on the slots control segments after a few hundred steps where
+      the positional masks still tiled the image by position after thousands.
+
+    Same outputs as :class:`MLPBroadcastDecoder`; ``attention`` is needed with ``masks_from=attention``.
     """
 
     def __init__(self, slot_dim: int, feature_dim: int, num_positions: int, hidden_dims=(1024, 1024, 1024),
-                 pos_init_std: float = 0.02) -> None:
+                 pos_init_std: float = 0.02, masks_from: str = "position") -> None:
         super().__init__()
-        self.masks = MLPBroadcastDecoder(slot_dim, 0, num_positions, hidden_dims, pos_init_std)
+        if masks_from not in MASKS_FROM:
+            raise unknown_name("task.decoder.masks_from", masks_from, MASKS_FROM, "mask origin")
+        self.masks_from = masks_from
+        self.masks = (MLPBroadcastDecoder(slot_dim, 0, num_positions, hidden_dims, pos_init_std)
+                      if masks_from == "position" else None)
         self.features = mlp(slot_dim, list(hidden_dims)[-1:], feature_dim)
 
-    def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, slots: torch.Tensor, attention: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(reconstruction (B, N, F), masks (B, K, N), per-slot features (B, K, N, F))``."""
-        _, masks, _ = self.masks(slots)
+        if self.masks is not None:
+            _, masks, _ = self.masks(slots)
+        else:
+            require(attention is not None, "task.decoder.masks_from", "masks_from=attention needs the attention")
+            masks = attention
         features = self.features(slots)  # (B, K, F)
         reconstruction = torch.einsum("bkn,bkf->bnf", masks, features)
         return reconstruction, masks, features.unsqueeze(2).expand(-1, -1, masks.shape[-1], -1)
+
 
 TAP_DESCRIPTION = {
     "last": "final LayerNorm output of the patch tokens (ViT) / last stage (CNN)",
@@ -144,10 +166,17 @@ class SlotAttentionTask(FeatlabTask):
         slot_features = str(decoder_cfg.get("slot_features", "broadcast"))
         if slot_features not in SLOT_FEATURES:
             raise unknown_name("task.decoder.slot_features", slot_features, SLOT_FEATURES, "decoder kind")
-        decoder_class = MLPBroadcastDecoder if slot_features == "broadcast" else ConstantFeatureDecoder
-        self.decoder = decoder_class(slot_dim, channels, grid_size * grid_size,
-                                     hidden_dims=decoder_cfg.get("hidden_dims", (1024, 1024, 1024)),
-                                     pos_init_std=float(decoder_cfg.get("pos_init_std", 0.02)))
+        self.masks_from = str(decoder_cfg.get("masks_from", "position"))
+        decoder_args = dict(hidden_dims=decoder_cfg.get("hidden_dims", (1024, 1024, 1024)),
+                            pos_init_std=float(decoder_cfg.get("pos_init_std", 0.02)))
+        if slot_features == "broadcast":
+            if self.masks_from != "position":
+                raise ConfigError("task.decoder.masks_from", "the broadcast decoder makes its own masks; "
+                                  "masks_from=attention needs task.decoder.slot_features=constant")
+            self.decoder = MLPBroadcastDecoder(slot_dim, channels, grid_size * grid_size, **decoder_args)
+        else:
+            self.decoder = ConstantFeatureDecoder(slot_dim, channels, grid_size * grid_size,
+                                                  masks_from=self.masks_from, **decoder_args)
 
         self.stats_batches, self.cache_features = stats_batches, cache_features
         self.preview_rows, self.figure_rows = preview_rows, figure_rows
@@ -189,7 +218,10 @@ class SlotAttentionTask(FeatlabTask):
         tokens = inputs.flatten(2).transpose(1, 2)
         init = self.slot_attention.initial_slots(tokens.shape[0], generator) if generator is not None else None
         slots, attention = self.slot_attention(tokens, init)
-        reconstruction, masks, _ = self.decoder(slots)
+        if self.masks_from == "attention":  # a mixture model: the assignment is slot attention's own
+            reconstruction, masks, _ = self.decoder(slots, attention)
+        else:
+            reconstruction, masks, _ = self.decoder(slots)
         loss = F.mse_loss(reconstruction.float(), target.flatten(2).transpose(1, 2).float())
         masks = masks.reshape(masks.shape[0], masks.shape[1], self.grid_size, self.grid_size)
         return SlotOutput(loss=loss, masks=masks, attention=attention, slots=slots)
