@@ -17,6 +17,8 @@ def test_dino_vits16_fast_dev_run_on_the_embedded_default(train_run):
     assert math.isfinite(metrics["train/loss"]) and 0.0 <= metrics["train/teacher_entropy_ratio"] <= 1.0
     assert {"val/knn_top1", "val/knn_top1_init", "test/knn_top1", "train/collapse_warning"} <= set(metrics)
     assert metrics["val/knn_top1_chance"] == metrics["test/knn_top1_chance"] > 0.0  # 1 / classes
+    # the paired effect of training: the last kNN minus the same run's kNN before training
+    assert abs(metrics["val/knn_top1_gain"] - (metrics["val/knn_top1"] - metrics["val/knn_top1_init"])) < 1e-6
     assert (run_dir / "results.json").exists()
 
 
