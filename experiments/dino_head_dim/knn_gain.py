@@ -8,7 +8,7 @@ training (``val/knn_top1_gain``, logged by the kNN callback; computed from ``val
 ``val/knn_top1_init`` for runs that predate it) and ``vs K0`` = kNN at K minus kNN at the smallest
 K, same seed. Mean ± 95 % Student-t interval over seeds (featlab.tools.study_stats.mean_ci).
 
-    python experiments/dino_head_dim/knn_gain.py runs/dino_head_dim/cpu-demo-3seeds
+    python experiments/dino_head_dim/knn_gain.py runs/dino_head_dim/cpu-demo-3seeds [more sweep folders]
 """
 
 import json
@@ -24,15 +24,15 @@ def text(values: list[float]) -> str:
     return f"{ci.mean:+.3f} ± {ci.half_width:.3f}" if ci.half_width is not None else f"{ci.mean:+.3f} (1 seed)"
 
 
-def main(folder: Path) -> None:
+def main(folders: list[Path]) -> None:
     runs: dict[int, dict[int, dict]] = defaultdict(dict)  # out_dim -> seed -> metrics
-    for path in sorted(folder.glob("**/results.json")):
+    for path in sorted(p for folder in folders for p in folder.glob("**/results.json")):
         result = json.loads(path.read_text())
         if result.get("status") == "finished":
             config = result["config"]
             runs[int(config["net"]["out_dim"])][int(config["seed"])] = result["metrics"]
     if not runs:
-        raise SystemExit(f"no finished runs (results.json) under {folder}")
+        raise SystemExit(f"no finished runs (results.json) under {', '.join(map(str, folders))}")
     smallest = min(runs)
     gains_by_seed: dict[int, list[float]] = defaultdict(list)
     print(f"| K | seeds | val kNN top-1 | gain over init (paired) | vs K={smallest} (paired) |")
@@ -54,4 +54,4 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/dino_head_dim"))
+    main([Path(p) for p in sys.argv[1:]] or [Path("runs/dino_head_dim")])
