@@ -78,3 +78,39 @@ def test_knn_evaluation_follows_the_trainer_limits():
     kept = torch.stack([two_batches[i][1] for i in range(len(two_batches))])
     assert len(two_batches) == 16 and set(kept.tolist()) == set(range(10))
     assert len(limited(data, 0.25, 8)) == 25
+
+
+def test_knn_gain_is_over_the_runs_own_init_also_after_a_resume():
+    """The initial kNN travels in the checkpoint: a resumed run neither re-measures nor forgets it."""
+    from types import SimpleNamespace
+
+    from featlab.callbacks.knn import KNNEval
+
+    class Module:
+        def __init__(self):
+            self.logged: dict[str, float] = {}
+
+        def log(self, name, value, **_):
+            self.logged[name] = value
+
+    scores = iter([0.10, 0.25, 0.40])  # before training, after epoch 1, after epoch 2 (resumed run)
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=2, fast_dev_run=False)
+
+    def fake_evaluate(self, trainer, pl_module):
+        return {"knn_top1": next(scores)}
+
+    first, module = KNNEval(every_n_epochs=1), Module()
+    first.evaluate = fake_evaluate.__get__(first)
+    first.on_train_start(trainer, module)
+    first.on_train_epoch_end(trainer, module)
+    assert module.logged["val/knn_top1_init"] == 0.10
+    assert module.logged["val/knn_top1_gain"] == pytest.approx(0.15)
+
+    resumed, module = KNNEval(every_n_epochs=1), Module()
+    resumed.load_state_dict(first.state_dict())
+    resumed.evaluate = fake_evaluate.__get__(resumed)
+    resumed.on_train_start(trainer, module)  # must not spend a score on re-measuring the init
+    trainer.current_epoch = 1
+    resumed.on_train_epoch_end(trainer, module)
+    assert module.logged["val/knn_top1_init"] == 0.10
+    assert module.logged["val/knn_top1"] == 0.40 and module.logged["val/knn_top1_gain"] == pytest.approx(0.30)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -168,8 +169,18 @@ class KNNEval(L.Callback):
             pl_module.log(f"{prefix}/{name}", value, on_step=False, on_epoch=True, sync_dist=False)
 
     # -- when it runs -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The kNN before training travels in checkpoints, so a resumed run's gain is still over its init."""
+        return {"initial_top1": self.initial_top1}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.initial_top1 = state_dict.get("initial_top1")
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.at_start:
+            return
+        if self.initial_top1 is not None:  # resumed: the init was measured before the interruption
+            self._log(pl_module, self.prefix, {"knn_top1_init": self.initial_top1})
             return
         metrics = self.evaluate(trainer, pl_module)
         self.history.append({"epoch": -1, **metrics})
